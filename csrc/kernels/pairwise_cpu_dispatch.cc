@@ -1,0 +1,97 @@
+// Picks the pairwise CPU loops built for the widest instruction set this CPU
+// supports. Every variant runs the same sequential sums with floating-point
+// contraction off, so all of them return bit-identical results.
+#include "csrc/kernels/pairwise_cpu.h"
+
+namespace dmae {
+namespace cpu {
+
+#define DMAE_DECLARE_ISA(isa)                                              \
+  namespace isa {                                                          \
+  template <typename T>                                                    \
+  void PairwiseForward(const PairwiseInputs<T>&, T*, const ParallelFor&);  \
+  template <typename T>                                                    \
+  void PairwiseBackward(const PairwiseInputs<T>&, const T*, const T*,      \
+                        const PairwiseGradients<T>&, const ParallelFor&);  \
+  }
+DMAE_DECLARE_ISA(baseline)
+DMAE_DECLARE_ISA(avx2)
+DMAE_DECLARE_ISA(avx512)
+#undef DMAE_DECLARE_ISA
+
+namespace {
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa DetectIsa() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2")) return Isa::kAvx2;
+#endif
+  return Isa::kBaseline;
+}
+
+Isa CachedIsa() {
+  static const Isa isa = DetectIsa();
+  return isa;
+}
+
+}  // namespace
+}  // namespace cpu
+
+template <typename T>
+void PairwiseForwardCpu(const PairwiseInputs<T>& in, T* distance,
+                        const ParallelFor& parallel_for) {
+  switch (cpu::CachedIsa()) {
+    case cpu::Isa::kAvx512:
+      return cpu::avx512::PairwiseForward(in, distance, parallel_for);
+    case cpu::Isa::kAvx2:
+      return cpu::avx2::PairwiseForward(in, distance, parallel_for);
+    default:
+      return cpu::baseline::PairwiseForward(in, distance, parallel_for);
+  }
+}
+
+template <typename T>
+void PairwiseBackwardCpu(const PairwiseInputs<T>& in, const T* grad,
+                         const T* distance, const PairwiseGradients<T>& out,
+                         const ParallelFor& parallel_for) {
+  switch (cpu::CachedIsa()) {
+    case cpu::Isa::kAvx512:
+      return cpu::avx512::PairwiseBackward(in, grad, distance, out,
+                                           parallel_for);
+    case cpu::Isa::kAvx2:
+      return cpu::avx2::PairwiseBackward(in, grad, distance, out,
+                                         parallel_for);
+    default:
+      return cpu::baseline::PairwiseBackward(in, grad, distance, out,
+                                             parallel_for);
+  }
+}
+
+const char* PairwiseCpuIsa() {
+  switch (cpu::CachedIsa()) {
+    case cpu::Isa::kAvx512:
+      return "avx512";
+    case cpu::Isa::kAvx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
+}
+
+template void PairwiseForwardCpu<float>(const PairwiseInputs<float>&, float*,
+                                        const ParallelFor&);
+template void PairwiseForwardCpu<double>(const PairwiseInputs<double>&,
+                                         double*, const ParallelFor&);
+template void PairwiseBackwardCpu<float>(const PairwiseInputs<float>&,
+                                         const float*, const float*,
+                                         const PairwiseGradients<float>&,
+                                         const ParallelFor&);
+template void PairwiseBackwardCpu<double>(const PairwiseInputs<double>&,
+                                          const double*, const double*,
+                                          const PairwiseGradients<double>&,
+                                          const ParallelFor&);
+
+}  // namespace dmae

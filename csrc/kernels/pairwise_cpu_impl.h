@@ -1,0 +1,713 @@
+// Tiled CPU loops of the pairwise dissimilarity op. This header is compiled
+// once per instruction set (pairwise_cpu_<isa>.cc) inside the namespace
+// DMAE_CPU_ISA, and pairwise_cpu_dispatch.cc picks one at run time.
+//
+// Forward: the centers are packed transposed (d×kp, kp = k rounded up to
+// kTileCols) so one tile of kTileRows rows × kTileCols centers keeps its
+// accumulators in registers and the compiler vectorizes across centers.
+// Vectorizing across centers, not features, keeps each D[i,j] a sequential
+// sum over features: the result does not depend on the vector width, and
+// nothing n×k×d is ever stored.
+//
+// Backward: phase A writes dL/dx one row at a time, phase B dL/dy one center
+// at a time; each inner loop runs over contiguous features. Reductions over
+// both rows and centers (dL/dp of minkowski, dL/dperiod of toroidal) keep
+// one partial per row or per center and add them up in index order.
+#ifndef DMAE_CPU_ISA
+#error "define DMAE_CPU_ISA before including pairwise_cpu_impl.h"
+#endif
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "csrc/kernels/pairwise_cpu.h"
+#include "csrc/kernels/pairwise_math.h"
+
+namespace dmae {
+namespace cpu {
+namespace DMAE_CPU_ISA {
+
+// 4 rows × 16 centers: 64 float accumulators, which fit in 8 AVX2 or 4
+// AVX-512 registers next to the broadcast x values.
+constexpr int kTileRows = 4;
+constexpr int kTileCols = 16;
+// Rows per parallel unit in the forward pass and in phase A.
+constexpr int64_t kRowsPerUnit = 16;
+
+template <typename T>
+struct PackedCenters {
+  std::vector<T> data;  // d × kp, column j holds transform(y_j)
+  int64_t kp = 0;
+};
+
+template <typename T, typename Transform>
+PackedCenters<T> PackTransposed(const T* y, int64_t k, int64_t d,
+                                const Transform& transform) {
+  PackedCenters<T> packed;
+  packed.kp = (k + kTileCols - 1) / kTileCols * kTileCols;
+  packed.data.assign(static_cast<size_t>(d * packed.kp), T(0));
+  for (int64_t j = 0; j < k; ++j) {
+    for (int64_t f = 0; f < d; ++f) {
+      packed.data[f * packed.kp + j] = transform(y[j * d + f]);
+    }
+  }
+  return packed;
+}
+
+template <typename F>
+inline void WithRowCount(int rows, const F& body) {
+  switch (rows) {
+    case 4:
+      body(std::integral_constant<int, 4>());
+      break;
+    case 3:
+      body(std::integral_constant<int, 3>());
+      break;
+    case 2:
+      body(std::integral_constant<int, 2>());
+      break;
+    default:
+      body(std::integral_constant<int, 1>());
+  }
+}
+
+// acc[r][c] = step(...step(init, x[r][0], yt[0][c], 0)..., x[r][d-1], ...)
+// for R rows of x (row stride d) and kTileCols packed centers (stride kp).
+template <int R, typename T, typename Step>
+inline void AccumulateTile(const T* x, int64_t d, const T* yt, int64_t kp,
+                           T init, const Step& step,
+                           T acc[kTileRows][kTileCols]) {
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < kTileCols; ++c) acc[r][c] = init;
+  }
+  for (int64_t f = 0; f < d; ++f) {
+    const T* yrow = yt + f * kp;
+    for (int r = 0; r < R; ++r) {
+      const T xv = x[r * d + f];
+      for (int c = 0; c < kTileCols; ++c) {
+        acc[r][c] = step(acc[r][c], xv, yrow[c], f);
+      }
+    }
+  }
+}
+
+// Minkowski's second pass: acc[r][c] = Σ_f (|x - y| * inv_scale[r][c])^p.
+template <int R, typename T>
+inline void AccumulatePowerTile(const T* x, int64_t d, const T* yt,
+                                int64_t kp, T p,
+                                const T inv_scale[kTileRows][kTileCols],
+                                T acc[kTileRows][kTileCols]) {
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < kTileCols; ++c) acc[r][c] = T(0);
+  }
+  for (int64_t f = 0; f < d; ++f) {
+    const T* yrow = yt + f * kp;
+    for (int r = 0; r < R; ++r) {
+      const T xv = x[r * d + f];
+      for (int c = 0; c < kTileCols; ++c) {
+        acc[r][c] += ScaledPowerTerm(xv, yrow[c], inv_scale[r][c], p);
+      }
+    }
+  }
+}
+
+// Calls tile(rows, i0, c0, result) for every tile of D and stores
+// result[r][c] into D[i0 + r, c0 + c].
+template <typename T, typename TileFn>
+void ForEachTile(int64_t n, int64_t k, int64_t cost_per_row, T* out,
+                 const ParallelFor& parallel_for, const TileFn& tile) {
+  const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(units, cost_per_row * kRowsPerUnit, [&](int64_t b, int64_t e) {
+    T result[kTileRows][kTileCols];
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i0 = b * kRowsPerUnit; i0 < row_end; i0 += kTileRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, n - i0));
+      for (int64_t c0 = 0; c0 < k; c0 += kTileCols) {
+        tile(rows, i0, c0, result);
+        const int cols = static_cast<int>(std::min<int64_t>(kTileCols, k - c0));
+        for (int r = 0; r < rows; ++r) {
+          for (int c = 0; c < cols; ++c) {
+            out[(i0 + r) * k + c0 + c] = result[r][c];
+          }
+        }
+      }
+    }
+  });
+}
+
+// Forward of every kind whose D[i,j] is finish(Σ_f step(x_if, y_jf)).
+template <typename T, typename Step, typename Finish, typename Transform>
+void ForwardReduction(const PairwiseInputs<T>& in, T init, const Step& step,
+                      const Transform& transform_y, const Finish& finish,
+                      T* out, const ParallelFor& parallel_for) {
+  const PackedCenters<T> packed = PackTransposed(in.y, in.k, in.d, transform_y);
+  const T* yt = packed.data.data();
+  const int64_t kp = packed.kp;
+  auto tile = [&](int rows, int64_t i0, int64_t c0,
+                  T result[kTileRows][kTileCols]) {
+    WithRowCount(rows, [&](auto row_count) {
+      constexpr int R = decltype(row_count)::value;
+      AccumulateTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, init, step,
+                        result);
+    });
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < kTileCols; ++c) {
+        result[r][c] = finish(result[r][c], i0 + r, c0 + c);
+      }
+    }
+  };
+  ForEachTile(in.n, in.k, 3 * in.k * in.d, out, parallel_for, tile);
+}
+
+template <typename T>
+void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
+                      const ParallelFor& parallel_for) {
+  const T p = in.param[0];
+  const PackedCenters<T> packed =
+      PackTransposed(in.y, in.k, in.d, [](T v) { return v; });
+  const T* yt = packed.data.data();
+  const int64_t kp = packed.kp;
+  auto tile = [&](int rows, int64_t i0, int64_t c0,
+                  T result[kTileRows][kTileCols]) {
+    T scale[kTileRows][kTileCols];
+    T inv_scale[kTileRows][kTileCols];
+    WithRowCount(rows, [&](auto row_count) {
+      constexpr int R = decltype(row_count)::value;
+      AccumulateTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, T(0),
+                        MaxAbsDiffStep<T>(), scale);
+      for (int r = 0; r < R; ++r) {
+        for (int c = 0; c < kTileCols; ++c) {
+          inv_scale[r][c] = scale[r][c] > T(0) ? T(1) / scale[r][c] : T(0);
+        }
+      }
+      AccumulatePowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, p,
+                             inv_scale, result);
+    });
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < kTileCols; ++c) {
+        result[r][c] = MinkowskiFinish(scale[r][c], result[r][c], p);
+      }
+    }
+  };
+  ForEachTile(in.n, in.k, 40 * in.k * in.d, out, parallel_for, tile);
+}
+
+template <typename T>
+std::vector<T> RowNorms(const T* a, int64_t rows, int64_t d) {
+  std::vector<T> norms(static_cast<size_t>(rows));
+  for (int64_t i = 0; i < rows; ++i) {
+    T s = T(0);
+    for (int64_t f = 0; f < d; ++f) s += a[i * d + f] * a[i * d + f];
+    norms[i] = std::sqrt(s);
+  }
+  return norms;
+}
+
+// D[i,j] = max(0, (x_i - y_j)ᵀ Σ_j (x_i - y_j)), computed on a block of
+// rows at a time so Σ_j is read once per block: U = X_block - y_j, V = U Σ_j,
+// D = rowsum(U ∘ V).
+template <typename T>
+void ForwardMahalanobis(const PairwiseInputs<T>& in, T* out,
+                        const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(units, 2 * kRowsPerUnit * k * d * d, [&](int64_t b,
+                                                        int64_t e) {
+    std::vector<T> u(static_cast<size_t>(kRowsPerUnit * d));
+    std::vector<T> v(static_cast<size_t>(kRowsPerUnit * d));
+    for (int64_t unit = b; unit < e; ++unit) {
+      const int64_t i0 = unit * kRowsPerUnit;
+      const int64_t rows = std::min(kRowsPerUnit, n - i0);
+      for (int64_t j = 0; j < k; ++j) {
+        const T* yj = in.y + j * d;
+        const T* cov = in.param + j * d * d;
+        for (int64_t r = 0; r < rows; ++r) {
+          const T* xi = in.x + (i0 + r) * d;
+          for (int64_t f = 0; f < d; ++f) u[r * d + f] = xi[f] - yj[f];
+        }
+        std::fill(v.begin(), v.begin() + rows * d, T(0));
+        for (int64_t e2 = 0; e2 < d; ++e2) {
+          const T* cov_row = cov + e2 * d;
+          for (int64_t r = 0; r < rows; ++r) {
+            const T ue = u[r * d + e2];
+            T* vr = v.data() + r * d;
+            for (int64_t f = 0; f < d; ++f) vr[f] += ue * cov_row[f];
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          T s = T(0);
+          for (int64_t f = 0; f < d; ++f) s += u[r * d + f] * v[r * d + f];
+          out[(i0 + r) * k + j] = s > T(0) ? s : T(0);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void PairwiseForward(const PairwiseInputs<T>& in, T* out,
+                     const ParallelFor& parallel_for) {
+  if (in.n == 0 || in.k == 0) return;
+  auto identity = [](T v) { return v; };
+  auto as_is = [](T acc, int64_t, int64_t) { return acc; };
+  switch (in.kind) {
+    case Kind::kEuclidean:
+      ForwardReduction(in, T(0), SquaredDiffStep<T>(), identity,
+                       [](T acc, int64_t, int64_t) { return std::sqrt(acc); },
+                       out, parallel_for);
+      break;
+    case Kind::kSquaredEuclidean:
+      ForwardReduction(in, T(0), SquaredDiffStep<T>(), identity, as_is, out,
+                       parallel_for);
+      break;
+    case Kind::kManhattan:
+      ForwardReduction(in, T(0), AbsDiffStep<T>(), identity, as_is, out,
+                       parallel_for);
+      break;
+    case Kind::kChebyshev:
+      ForwardReduction(in, T(0), MaxAbsDiffStep<T>(), identity, as_is, out,
+                       parallel_for);
+      break;
+    case Kind::kToroidalEuclidean:
+      ForwardReduction(in, T(0), WrappedSquaredDiffStep<T>{in.param}, identity,
+                       [](T acc, int64_t, int64_t) { return std::sqrt(acc); },
+                       out, parallel_for);
+      break;
+    case Kind::kMinkowski:
+      ForwardMinkowski(in, out, parallel_for);
+      break;
+    case Kind::kCosine: {
+      const std::vector<T> norm_x = RowNorms(in.x, in.n, in.d);
+      const std::vector<T> norm_y = RowNorms(in.y, in.k, in.d);
+      ForwardReduction(
+          in, T(0), DotStep<T>(), identity,
+          [&](T dot, int64_t i, int64_t j) {
+            return j < in.k ? CosineFinish(dot, norm_x[i], norm_y[j]) : T(0);
+          },
+          out, parallel_for);
+      break;
+    }
+    case Kind::kKullbackLeibler: {
+      // D[i,j] = Σ_f P_if log P_if - Σ_f P_if log Q_jf.
+      std::vector<T> neg_entropy(static_cast<size_t>(in.n));
+      for (int64_t i = 0; i < in.n; ++i) {
+        T s = T(0);
+        for (int64_t f = 0; f < in.d; ++f) {
+          const T pv = in.x[i * in.d + f];
+          s += pv * SafeLog(pv);
+        }
+        neg_entropy[i] = s;
+      }
+      ForwardReduction(
+          in, T(0), DotStep<T>(), [](T q) { return SafeLog(q); },
+          [&](T cross, int64_t i, int64_t) { return neg_entropy[i] - cross; },
+          out, parallel_for);
+      break;
+    }
+    case Kind::kMahalanobis:
+      ForwardMahalanobis(in, out, parallel_for);
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward of the kinds built on the difference u = x - y.
+//
+// dD[i,j]/dx_if = weight(i,j) * phi(u_ijf) and dD[i,j]/dy_jf is its negative,
+// where weight folds in G[i,j] and anything constant over features.
+// ---------------------------------------------------------------------------
+
+template <typename T>
+struct EuclideanGrad {
+  T Diff(T x, T y, int64_t) const { return x - y; }
+  T Weight(T g, T dist, const T*, const T*, int64_t, T*) const {
+    return dist > T(0) ? g / dist : T(0);
+  }
+  T Phi(T u, T) const { return u; }
+};
+
+template <typename T>
+struct SquaredEuclideanGrad {
+  T Diff(T x, T y, int64_t) const { return x - y; }
+  T Weight(T g, T, const T*, const T*, int64_t, T*) const { return 2 * g; }
+  T Phi(T u, T) const { return u; }
+};
+
+template <typename T>
+struct ManhattanGrad {
+  T Diff(T x, T y, int64_t) const { return x - y; }
+  T Weight(T g, T, const T*, const T*, int64_t, T*) const { return g; }
+  T Phi(T u, T) const { return SignOf(u); }
+};
+
+template <typename T>
+struct ToroidalGrad {
+  const T* period;
+  T Diff(T x, T y, int64_t f) const { return WrapPeriodic(x - y, period[f]); }
+  T Weight(T g, T dist, const T*, const T*, int64_t, T*) const {
+    return dist > T(0) ? g / dist : T(0);
+  }
+  T Phi(T u, T) const { return u; }
+};
+
+// dD/dx_f = sign(u_f) (|u_f| / D)^(p-1); |u_f| <= D, so nothing overflows.
+template <typename T>
+struct MinkowskiGrad {
+  T p;
+  T Diff(T x, T y, int64_t) const { return x - y; }
+  T Weight(T g, T dist, const T*, const T*, int64_t, T* state) const {
+    *state = dist > T(0) ? T(1) / dist : T(0);
+    return dist > T(0) ? g : T(0);
+  }
+  T Phi(T u, T inv_dist) const {
+    const T a = std::fabs(u) * inv_dist;
+    return a > T(0) ? SignOf(u) * std::pow(a, p - T(1)) : T(0);
+  }
+};
+
+// The subgradient of max_f |u_f| split equally among the tied features.
+template <typename T>
+struct ChebyshevGrad {
+  T Diff(T x, T y, int64_t) const { return x - y; }
+  T Weight(T g, T, const T* xi, const T* yj, int64_t d, T* state) const {
+    T m = T(0);
+    for (int64_t f = 0; f < d; ++f) {
+      const T a = std::fabs(xi[f] - yj[f]);
+      m = a > m ? a : m;
+    }
+    if (m == T(0)) return T(0);
+    int64_t ties = 0;
+    for (int64_t f = 0; f < d; ++f) ties += std::fabs(xi[f] - yj[f]) == m;
+    *state = m;
+    return g / static_cast<T>(ties);
+  }
+  T Phi(T u, T m) const { return std::fabs(u) == m ? SignOf(u) : T(0); }
+};
+
+template <typename T, typename Policy>
+void BackwardDifference(const PairwiseInputs<T>& in, const T* grad,
+                        const T* dist, const Policy& policy,
+                        const PairwiseGradients<T>& out,
+                        const ParallelFor& parallel_for,
+                        std::vector<T>* period_partials = nullptr) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const int64_t row_units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(row_units, 4 * kRowsPerUnit * k * d, [&](int64_t b,
+                                                        int64_t e) {
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
+      const T* xi = in.x + i * d;
+      T* gx = out.x + i * d;
+      std::fill(gx, gx + d, T(0));
+      for (int64_t j = 0; j < k; ++j) {
+        const T* yj = in.y + j * d;
+        T state = T(0);
+        const T w =
+            policy.Weight(grad[i * k + j], dist[i * k + j], xi, yj, d, &state);
+        if (w == T(0)) continue;
+        for (int64_t f = 0; f < d; ++f) {
+          gx[f] += w * policy.Phi(policy.Diff(xi[f], yj[f], f), state);
+        }
+      }
+    }
+  });
+
+  parallel_for(k, 4 * n * d, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      const T* yj = in.y + j * d;
+      T* gy = out.y + j * d;
+      T* gperiod =
+          period_partials != nullptr ? period_partials->data() + j * d : nullptr;
+      std::fill(gy, gy + d, T(0));
+      for (int64_t i = 0; i < n; ++i) {
+        const T* xi = in.x + i * d;
+        T state = T(0);
+        const T w =
+            policy.Weight(grad[i * k + j], dist[i * k + j], xi, yj, d, &state);
+        if (w == T(0)) continue;
+        for (int64_t f = 0; f < d; ++f) {
+          gy[f] -= w * policy.Phi(policy.Diff(xi[f], yj[f], f), state);
+        }
+        if (gperiod != nullptr) {
+          // du_f/dperiod_f = -rint((x_f - y_f) / period_f).
+          for (int64_t f = 0; f < d; ++f) {
+            const T raw = xi[f] - yj[f];
+            const T u = policy.Diff(xi[f], yj[f], f);
+            gperiod[f] -= w * policy.Phi(u, state) *
+                          std::nearbyint(raw / in.param[f]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// dD/dp for minkowski. With m = max|u|, v = |u|/m, S = Σ v^p:
+// D = m S^(1/p), so dD/dp = D (Σ v^p log v / (p S) - log S / p²).
+template <typename T>
+T MinkowskiExponentGradient(const PairwiseInputs<T>& in, const T* grad,
+                            const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const T p = in.param[0];
+  std::vector<T> row_partials(static_cast<size_t>(n), T(0));
+  parallel_for(n, 60 * k * d, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const T* xi = in.x + i * d;
+      T total = T(0);
+      for (int64_t j = 0; j < k; ++j) {
+        const T g = grad[i * k + j];
+        if (g == T(0)) continue;
+        const T* yj = in.y + j * d;
+        T m = T(0);
+        for (int64_t f = 0; f < d; ++f) {
+          const T a = std::fabs(xi[f] - yj[f]);
+          m = a > m ? a : m;
+        }
+        if (m == T(0)) continue;
+        T s = T(0), s_log = T(0);
+        for (int64_t f = 0; f < d; ++f) {
+          const T v = std::fabs(xi[f] - yj[f]) / m;
+          if (v > T(0)) {
+            const T vp = std::pow(v, p);
+            s += vp;
+            s_log += vp * std::log(v);
+          }
+        }
+        const T dist = m * std::pow(s, T(1) / p);
+        total += g * dist * (s_log / (p * s) - std::log(s) / (p * p));
+      }
+      row_partials[i] = total;
+    }
+  });
+  T sum = T(0);
+  for (T partial : row_partials) sum += partial;
+  return sum;
+}
+
+// Cosine: with c = 1 - D, dD/dx_i = -(y_j / (|x_i||y_j|) - c x_i / |x_i|²).
+template <typename T>
+void BackwardCosine(const PairwiseInputs<T>& in, const T* grad, const T* dist,
+                    const PairwiseGradients<T>& out,
+                    const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const std::vector<T> norm_x = RowNorms(in.x, n, d);
+  const std::vector<T> norm_y = RowNorms(in.y, k, d);
+  // Gradient of row a of `self` against every row of `other`; G_ab is
+  // grad[a * stride_a + b * stride_b].
+  auto side = [&](const T* self, const std::vector<T>& norm_self,
+                  const T* other, const std::vector<T>& norm_other,
+                  int64_t rows, int64_t others, int64_t stride_a,
+                  int64_t stride_b, T* result) {
+    parallel_for(rows, 3 * others * d, [&](int64_t b, int64_t e) {
+      for (int64_t a = b; a < e; ++a) {
+        T* ga = result + a * d;
+        std::fill(ga, ga + d, T(0));
+        if (norm_self[a] <= T(0)) continue;
+        T weighted_similarity = T(0);
+        for (int64_t o = 0; o < others; ++o) {
+          if (norm_other[o] <= T(0)) continue;
+          const T g = grad[a * stride_a + o * stride_b];
+          if (g == T(0)) continue;
+          const T c = T(1) - dist[a * stride_a + o * stride_b];
+          weighted_similarity += g * c;
+          const T w = -g / norm_self[a] / norm_other[o];
+          const T* vo = other + o * d;
+          for (int64_t f = 0; f < d; ++f) ga[f] += w * vo[f];
+        }
+        const T* va = self + a * d;
+        const T scale = weighted_similarity / norm_self[a] / norm_self[a];
+        for (int64_t f = 0; f < d; ++f) ga[f] += scale * va[f];
+      }
+    });
+  };
+  side(in.x, norm_x, in.y, norm_y, n, k, k, 1, out.x);
+  side(in.y, norm_y, in.x, norm_x, k, n, 1, k, out.y);
+}
+
+// Kullback-Leibler on normalized P (x) and Q (y):
+// dD/dP_if = log P_if + [P_if > tiny] - log Q_jf,
+// dD/dQ_jf = -P_if / Q_jf where Q_jf > tiny, else 0.
+template <typename T>
+void BackwardKullbackLeibler(const PairwiseInputs<T>& in, const T* grad,
+                             const PairwiseGradients<T>& out,
+                             const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const T tiny = Tiny<T>::value;
+  std::vector<T> log_q(static_cast<size_t>(k * d));
+  for (int64_t t = 0; t < k * d; ++t) log_q[t] = SafeLog(in.y[t]);
+
+  parallel_for(n, 2 * k * d, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T* gp = out.x + i * d;
+      std::fill(gp, gp + d, T(0));
+      T grad_sum = T(0);
+      for (int64_t j = 0; j < k; ++j) {
+        const T g = grad[i * k + j];
+        if (g == T(0)) continue;
+        grad_sum += g;
+        const T* lq = log_q.data() + j * d;
+        for (int64_t f = 0; f < d; ++f) gp[f] -= g * lq[f];
+      }
+      const T* pi = in.x + i * d;
+      for (int64_t f = 0; f < d; ++f) {
+        const T slope = SafeLog(pi[f]) + (pi[f] > tiny ? T(1) : T(0));
+        gp[f] += grad_sum * slope;
+      }
+    }
+  });
+
+  parallel_for(k, 2 * n * d, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      T* gq = out.y + j * d;
+      std::fill(gq, gq + d, T(0));
+      for (int64_t i = 0; i < n; ++i) {
+        const T g = grad[i * k + j];
+        if (g == T(0)) continue;
+        const T* pi = in.x + i * d;
+        for (int64_t f = 0; f < d; ++f) gq[f] += g * pi[f];
+      }
+      const T* qj = in.y + j * d;
+      for (int64_t f = 0; f < d; ++f) {
+        gq[f] = qj[f] > tiny ? -gq[f] / qj[f] : T(0);
+      }
+    }
+  });
+}
+
+// Mahalanobis with S_j = Σ_j + Σ_jᵀ and w = G where D > 0 (else 0):
+// dL/dx_i = Σ_j w_ij S_j u_ij, dL/dy_j = -S_j Σ_i w_ij u_ij,
+// dL/dΣ_j = Σ_i w_ij u_ij u_ijᵀ.
+template <typename T>
+void BackwardMahalanobis(const PairwiseInputs<T>& in, const T* grad,
+                         const T* dist, const PairwiseGradients<T>& out,
+                         const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  std::vector<T> sym(static_cast<size_t>(k * d * d));
+  for (int64_t j = 0; j < k; ++j) {
+    const T* cov = in.param + j * d * d;
+    T* s = sym.data() + j * d * d;
+    for (int64_t a = 0; a < d; ++a) {
+      for (int64_t b = 0; b < d; ++b) s[a * d + b] = cov[a * d + b] + cov[b * d + a];
+    }
+  }
+  auto weight = [&](int64_t i, int64_t j) {
+    return dist[i * k + j] > T(0) ? grad[i * k + j] : T(0);
+  };
+
+  parallel_for(n, 2 * k * d * d, [&](int64_t b, int64_t e) {
+    std::vector<T> u(static_cast<size_t>(d));
+    for (int64_t i = b; i < e; ++i) {
+      const T* xi = in.x + i * d;
+      T* gx = out.x + i * d;
+      std::fill(gx, gx + d, T(0));
+      for (int64_t j = 0; j < k; ++j) {
+        const T w = weight(i, j);
+        if (w == T(0)) continue;
+        const T* yj = in.y + j * d;
+        const T* s = sym.data() + j * d * d;
+        for (int64_t f = 0; f < d; ++f) u[f] = xi[f] - yj[f];
+        // S_j is symmetric, so (S_j u)_f = Σ_a u_a S_j[a, f].
+        for (int64_t a = 0; a < d; ++a) {
+          const T wu = w * u[a];
+          const T* srow = s + a * d;
+          for (int64_t f = 0; f < d; ++f) gx[f] += wu * srow[f];
+        }
+      }
+    }
+  });
+
+  parallel_for(k, 2 * n * d * d, [&](int64_t b, int64_t e) {
+    std::vector<T> u(static_cast<size_t>(d));
+    std::vector<T> weighted_sum(static_cast<size_t>(d));
+    for (int64_t j = b; j < e; ++j) {
+      const T* yj = in.y + j * d;
+      T* gcov = out.param + j * d * d;
+      std::fill(gcov, gcov + d * d, T(0));
+      std::fill(weighted_sum.begin(), weighted_sum.end(), T(0));
+      for (int64_t i = 0; i < n; ++i) {
+        const T w = weight(i, j);
+        if (w == T(0)) continue;
+        const T* xi = in.x + i * d;
+        for (int64_t f = 0; f < d; ++f) {
+          u[f] = xi[f] - yj[f];
+          weighted_sum[f] += w * u[f];
+        }
+        for (int64_t a = 0; a < d; ++a) {
+          const T wu = w * u[a];
+          T* grow = gcov + a * d;
+          for (int64_t f = 0; f < d; ++f) grow[f] += wu * u[f];
+        }
+      }
+      const T* s = sym.data() + j * d * d;
+      T* gy = out.y + j * d;
+      std::fill(gy, gy + d, T(0));
+      for (int64_t a = 0; a < d; ++a) {
+        const T wa = weighted_sum[a];
+        const T* srow = s + a * d;
+        for (int64_t f = 0; f < d; ++f) gy[f] -= wa * srow[f];
+      }
+    }
+  });
+}
+
+template <typename T>
+void PairwiseBackward(const PairwiseInputs<T>& in, const T* grad,
+                      const T* dist, const PairwiseGradients<T>& out,
+                      const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  if (n == 0 || k == 0) {
+    // Nothing flows back: every gradient is zero.
+    std::fill(out.x, out.x + n * d, T(0));
+    std::fill(out.y, out.y + k * d, T(0));
+    const std::vector<int64_t> shape = ExpectedParamShape(in.kind, k, d);
+    int64_t size = 1;
+    for (int64_t s : shape) size *= s;
+    if (out.param != nullptr) std::fill(out.param, out.param + size, T(0));
+    return;
+  }
+  switch (in.kind) {
+    case Kind::kEuclidean:
+      BackwardDifference(in, grad, dist, EuclideanGrad<T>(), out, parallel_for);
+      break;
+    case Kind::kSquaredEuclidean:
+      BackwardDifference(in, grad, dist, SquaredEuclideanGrad<T>(), out,
+                         parallel_for);
+      break;
+    case Kind::kManhattan:
+      BackwardDifference(in, grad, dist, ManhattanGrad<T>(), out, parallel_for);
+      break;
+    case Kind::kChebyshev:
+      BackwardDifference(in, grad, dist, ChebyshevGrad<T>(), out, parallel_for);
+      break;
+    case Kind::kMinkowski:
+      BackwardDifference(in, grad, dist, MinkowskiGrad<T>{in.param[0]}, out,
+                         parallel_for);
+      out.param[0] = MinkowskiExponentGradient(in, grad, parallel_for);
+      break;
+    case Kind::kToroidalEuclidean: {
+      std::vector<T> partials(static_cast<size_t>(k * d), T(0));
+      BackwardDifference(in, grad, dist, ToroidalGrad<T>{in.param}, out,
+                         parallel_for, &partials);
+      std::fill(out.param, out.param + d, T(0));
+      for (int64_t j = 0; j < k; ++j) {
+        for (int64_t f = 0; f < d; ++f) out.param[f] += partials[j * d + f];
+      }
+      break;
+    }
+    case Kind::kCosine:
+      BackwardCosine(in, grad, dist, out, parallel_for);
+      break;
+    case Kind::kKullbackLeibler:
+      BackwardKullbackLeibler(in, grad, out, parallel_for);
+      break;
+    case Kind::kMahalanobis:
+      BackwardMahalanobis(in, grad, dist, out, parallel_for);
+      break;
+  }
+}
+
+}  // namespace DMAE_CPU_ISA
+}  // namespace cpu
+}  // namespace dmae

@@ -1,0 +1,60 @@
+"""Lazy loading of dmae's compiled TensorFlow op library.
+
+The library is loaded on first use, once per process. It must have been built
+against the TensorFlow version that is installed now, because custom ops link
+against libtensorflow_framework and its C++ ABI. With the environment
+variable DMAE_OPS=reference every op runs its pure-TF reference instead and
+the library is never loaded; nothing falls back to the references silently.
+"""
+
+import functools
+import os
+from pathlib import Path
+
+import tensorflow as tf
+
+LIBRARY_NAME = "_dmae_ops.so"
+REBUILD_HINT = (
+    "rebuild it with `pip install --force-reinstall --no-deps .` from the dmae "
+    "source tree, or set DMAE_OPS=reference to run the pure-TF references"
+)
+
+
+def ops_mode() -> str:
+    """Return "fused" or "reference", as set by the DMAE_OPS variable."""
+    mode = os.environ.get("DMAE_OPS", "fused").strip().lower() or "fused"
+    if mode not in ("fused", "reference"):
+        raise ValueError(
+            f"DMAE_OPS must be 'fused' or 'reference', but is {mode!r}"
+        )
+    return mode
+
+
+def use_reference() -> bool:
+    return ops_mode() == "reference"
+
+
+@functools.cache
+def load_library():
+    """Load the op library, checking that it matches the installed TensorFlow.
+
+    Raises ImportError when the library is missing or was built against
+    another TensorFlow version.
+    """
+    path = Path(__file__).with_name(LIBRARY_NAME)
+    if not path.exists():
+        raise ImportError(f"dmae's op library {path} is missing; {REBUILD_HINT}")
+    try:
+        from dmae import _build_info
+    except ImportError as error:
+        raise ImportError(
+            f"dmae/_build_info.py, written when the op library is built, is "
+            f"missing; {REBUILD_HINT}"
+        ) from error
+    if _build_info.TF_VERSION != tf.__version__:
+        raise ImportError(
+            f"dmae's op library was built against TensorFlow "
+            f"{_build_info.TF_VERSION}, but TensorFlow {tf.__version__} is "
+            f"installed; {REBUILD_HINT}"
+        )
+    return tf.load_op_library(str(path))

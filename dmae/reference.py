@@ -1,0 +1,131 @@
+"""Pure-TensorFlow references of dmae's fused ops.
+
+They are the test oracle of the C++ kernels and the baseline the benchmarks
+race, and they run in place of the fused ops when DMAE_OPS=reference. Each
+follows the conventions of the fused op at kinks and 0/0 points:
+
+- euclidean and toroidal_euclidean: D = 0 and gradient 0 at equal points.
+- minkowski: computed as m (Σ (|u|/m)^p)^(1/p) with m = max|u|, so |u|^p
+  neither overflows nor underflows; D = 0 and gradient 0 when m = 0.
+- chebyshev: the gradient is split equally among tied features.
+- cosine: a zero vector has similarity 0 (D = 1, gradient 0); the similarity
+  is clipped to [-1, 1].
+- kullback_leibler: log v is read as log max(v, tiny), with tiny the
+  smallest normal number of the dtype, so 0 log 0 = 0 and Q = 0 stays finite.
+- mahalanobis: max(0, uᵀΣu), gradient 0 where D = 0.
+- toroidal_euclidean: each difference wraps as u - period·round(u / period),
+  rounding half to even.
+
+Every function broadcasts to an n×k×d tensor where the kind needs one; that
+is the memory cost the fused ops avoid.
+"""
+
+import tensorflow as tf
+
+
+def _safe_sqrt(s):
+    """sqrt(s) with value and gradient 0 at s = 0."""
+    positive = s > 0
+    return tf.where(positive, tf.sqrt(tf.where(positive, s, tf.ones_like(s))), 0)
+
+
+def _differences(x, y):
+    return x[:, None, :] - y[None, :, :]
+
+
+# The smallest normal number of each dtype.
+_TINY = {
+    tf.float16: 6.103515625e-05,
+    tf.bfloat16: 1.1754943508222875e-38,
+    tf.float32: 1.1754943508222875e-38,
+    tf.float64: 2.2250738585072014e-308,
+}
+
+
+def euclidean(x, y):
+    return _safe_sqrt(squared_euclidean(x, y))
+
+
+def squared_euclidean(x, y):
+    return tf.reduce_sum(tf.square(_differences(x, y)), axis=-1)
+
+
+def manhattan(x, y):
+    return tf.reduce_sum(tf.abs(_differences(x, y)), axis=-1)
+
+
+def chebyshev(x, y):
+    return tf.reduce_max(tf.abs(_differences(x, y)), axis=-1)
+
+
+def minkowski(x, y, p):
+    magnitude = tf.abs(_differences(x, y))
+    scale = tf.reduce_max(magnitude, axis=-1, keepdims=True)
+    nonzero = scale > 0
+    safe_scale = tf.where(nonzero, scale, tf.ones_like(scale))
+    ratio = magnitude / safe_scale
+    positive = ratio > 0
+    powers = tf.where(positive, tf.pow(tf.where(positive, ratio, 1), p), 0)
+    total = tf.reduce_sum(powers, axis=-1)
+    nonzero = nonzero[..., 0]
+    safe_total = tf.where(nonzero, total, tf.ones_like(total))
+    value = safe_scale[..., 0] * tf.pow(safe_total, 1 / p)
+    return tf.where(nonzero, value, 0)
+
+
+def cosine(x, y):
+    norm_x = _safe_sqrt(tf.reduce_sum(tf.square(x), axis=-1))[:, None]
+    norm_y = _safe_sqrt(tf.reduce_sum(tf.square(y), axis=-1))[None, :]
+    nonzero = tf.logical_and(norm_x > 0, norm_y > 0)
+    safe_x = tf.where(norm_x > 0, norm_x, tf.ones_like(norm_x))
+    safe_y = tf.where(norm_y > 0, norm_y, tf.ones_like(norm_y))
+    similarity = tf.matmul(x, y, transpose_b=True) / safe_x / safe_y
+    similarity = tf.clip_by_value(similarity, -1, 1)
+    return tf.where(nonzero, 1 - similarity, tf.ones_like(similarity))
+
+
+def mahalanobis(x, y, cov):
+    u = _differences(x, y)
+    value = tf.einsum("nkd,kde,nke->nk", u, cov, u)
+    return tf.nn.relu(value)
+
+
+def toroidal_euclidean(x, y, period):
+    u = _differences(x, y)
+    wrapped = u - period * tf.round(u / period)
+    return _safe_sqrt(tf.reduce_sum(tf.square(wrapped), axis=-1))
+
+
+def kullback_leibler(p, q):
+    """Σ P log P - P log Q for rows P of p (n×d) and Q of q (k×d), already
+    normalized to distributions."""
+    tiny = tf.constant(_TINY[p.dtype], p.dtype)
+    log_p = tf.math.log(tf.maximum(p, tiny))
+    log_q = tf.math.log(tf.maximum(q, tiny))
+    neg_entropy = tf.reduce_sum(p * log_p, axis=-1)
+    return neg_entropy[:, None] - tf.matmul(p, log_q, transpose_b=True)
+
+
+def pairwise_dissimilarity(x, y, kind, param=None):
+    """Reference of Dmae>PairwiseDissimilarity: the n×k matrix dis(x_i, y_j).
+
+    param is p for minkowski, the k×d×d matrices for mahalanobis and the d
+    periods for toroidal_euclidean; other kinds ignore it.
+    """
+    if kind == "minkowski":
+        return minkowski(x, y, param)
+    if kind == "mahalanobis":
+        return mahalanobis(x, y, param)
+    if kind == "toroidal_euclidean":
+        return toroidal_euclidean(x, y, param)
+    return _PLAIN_KINDS[kind](x, y)
+
+
+_PLAIN_KINDS = {
+    "euclidean": euclidean,
+    "squared_euclidean": squared_euclidean,
+    "manhattan": manhattan,
+    "chebyshev": chebyshev,
+    "cosine": cosine,
+    "kullback_leibler": kullback_leibler,
+}
