@@ -170,3 +170,31 @@ def _pairwise_dissimilarity_grad(op, grad):
     return _ops.load_library().dmae_pairwise_dissimilarity_grad(
         grad, x, y, param, op.outputs[0], kind=kind
     )
+
+
+def soft_assignment(distance, centers, mixers, alpha, covariances=None, name=None):
+    """Return the soft assignments and the quantities weighted by them.
+
+    S[i, :] = softmax(-alpha * distance[i, :] + log π⁺) with π⁺ = max(π, 0),
+    so a cluster whose mixing weight is <= 0 gets S = 0; when no weight is
+    positive the weights are ignored and S = softmax(-alpha * distance).
+
+    Args:
+      distance: [n, k] dissimilarities to the k centers.
+      centers: [k, d].
+      mixers: [k] mixing weights π.
+      alpha: scalar inverse temperature (a tensor, so it can be annealed).
+      covariances: optional [k, d, d].
+
+    Returns:
+      (S [n, k], S·centers [n, d], S·π⁺ [n]), plus Σ_j S[i, j] covariances[j]
+      ([n, d, d]) when covariances is given.
+    """
+    # TODO: replace with the fused soft-assignment op; this runs the
+    # pure-TF reference for now.
+    with tf.name_scope(name or "soft_assignment"):
+        distance = _as_float_tensor(distance, "distance")
+        centers = tf.convert_to_tensor(centers, dtype=distance.dtype)
+        mixers = tf.convert_to_tensor(mixers, dtype=distance.dtype)
+        alpha = tf.convert_to_tensor(alpha, dtype=distance.dtype)
+        return reference.soft_assignment(distance, centers, mixers, alpha, covariances)

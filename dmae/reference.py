@@ -129,3 +129,41 @@ _PLAIN_KINDS = {
     "cosine": cosine,
     "kullback_leibler": kullback_leibler,
 }
+
+
+def soft_assignment(distance, centers, mixers, alpha, covariances=None):
+    """Reference of the soft-assignment op.
+
+    S[i, :] = softmax(-alpha * distance[i, :] + log π⁺), with π⁺ = max(π, 0):
+    a cluster whose mixing weight is <= 0 gets S = 0. When no weight is
+    positive, the weights are ignored and S = softmax(-alpha * distance).
+    Returns (S [n, k], S·centers [n, d], S·π⁺ [n]) and, when covariances
+    [k, d, d] are given, also Σ_j S[i, j] covariances[j] ([n, d, d]) as a
+    fourth element. float16 and bfloat16 are computed in float32.
+    """
+    dtype = distance.dtype
+    compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    distance = tf.cast(distance, compute)
+    centers = tf.cast(centers, compute)
+    weights = tf.nn.relu(tf.cast(mixers, compute))
+    alpha = tf.cast(alpha, compute)
+
+    positive = weights > 0
+    log_weights = tf.where(
+        positive,
+        tf.math.log(tf.where(positive, weights, tf.ones_like(weights))),
+        tf.constant(-float("inf"), compute),
+    )
+    log_weights = tf.where(
+        tf.reduce_any(positive), log_weights, tf.zeros_like(log_weights)
+    )
+    assignments = tf.nn.softmax(-alpha * distance + log_weights, axis=-1)
+    outputs = [
+        assignments,
+        tf.matmul(assignments, centers),
+        tf.linalg.matvec(assignments, weights),
+    ]
+    if covariances is not None:
+        covariances = tf.cast(covariances, compute)
+        outputs.append(tf.einsum("nk,kde->nde", assignments, covariances))
+    return tuple(tf.cast(t, dtype) for t in outputs)
