@@ -5,6 +5,16 @@ pairwise dissimilarity between a batch and the cluster centers, with its
 gradient, never builds an n×k×d tensor. Pure-TF references of every op live
 in dmae.reference; set DMAE_OPS=reference to run them instead of the fused
 ops.
+
+Importing dmae registers the ops with TensorFlow when the op library is
+present and matches the installed TensorFlow, so a SavedModel that uses
+them loads after `import dmae`. When the library cannot be loaded, the
+import still succeeds and the first fused op raises the ImportError that
+says why.
 """
 
+from dmae import _ops
+
 __version__ = "0.1.0"
+
+_ops.register_ops_if_available()

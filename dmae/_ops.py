@@ -58,3 +58,17 @@ def load_library():
             f"installed; {REBUILD_HINT}"
         )
     return tf.load_op_library(str(path))
+
+
+def register_ops_if_available() -> None:
+    """Load the op library now if it can be, so its ops are registered.
+
+    A failure is not raised here: load_library() raises it again, with the
+    same message, when an op is first used.
+    """
+    if use_reference():
+        return
+    try:
+        load_library()
+    except ImportError:
+        load_library.cache_clear()
