@@ -24,9 +24,7 @@ def ops_mode() -> str:
     """Return "fused" or "reference", as set by the DMAE_OPS variable."""
     mode = os.environ.get("DMAE_OPS", "fused").strip().lower() or "fused"
     if mode not in ("fused", "reference"):
-        raise ValueError(
-            f"DMAE_OPS must be 'fused' or 'reference', but is {mode!r}"
-        )
+        raise ValueError(f"DMAE_OPS must be 'fused' or 'reference', but is {mode!r}")
     return mode
 
 

@@ -1,0 +1,533 @@
+"""Tests of the fused pairwise dissimilarity op against dmae.reference."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import (
+    DTYPES,
+    as_tensors,
+    assert_close,
+    make_inputs,
+    reference_param,
+)
+
+from dmae import _ops, ops, reference
+
+# (n, k, d): empty batch, single elements, d = 1, sizes that are not
+# multiples of the 4-row × 16-center tile, and a large d.
+SHAPES = [(0, 3, 4), (1, 1, 1), (5, 3, 1), (7, 5, 6), (33, 17, 9), (6, 3, 300)]
+
+
+def fused_and_reference(kind, x, y, param, dtype):
+    """Return the op's output in `dtype` and the float64 reference of the
+    same rounded inputs."""
+    xt, yt, pt = as_tensors(x, y, param, dtype)
+    fused = ops.pairwise_dissimilarity(xt, yt, kind, pt)
+    x64, y64 = tf.cast(xt, tf.float64), tf.cast(yt, tf.float64)
+    p64 = reference_param(kind, None if pt is None else tf.cast(pt, tf.float64))
+    expected = reference.pairwise_dissimilarity(x64, y64, kind, p64)
+    return fused, expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_forward_matches_reference(kind, dtype, shape):
+    x, y, param = make_inputs(kind, *shape)
+    fused, expected = fused_and_reference(kind, x, y, param, dtype)
+    assert fused.dtype == dtype
+    assert fused.shape == (shape[0], shape[1])
+    assert_close(fused, expected, dtype, f"{kind} {dtype.name} {shape}")
+
+
+def gradients(fn, kind, x, y, param, dtype, seed=1):
+    """Gradients of Σ w ∘ fn(x, y, param) for random weights w."""
+    xt, yt, pt = as_tensors(x, y, param, dtype)
+    weights = tf.constant(
+        np.random.default_rng(seed).normal(size=(x.shape[0], y.shape[0])), dtype
+    )
+    weights = tf.cast(weights, tf.float64)
+    sources = [xt, yt] + ([pt] if pt is not None else [])
+    with tf.GradientTape() as tape:
+        tape.watch(sources)
+        value = fn(xt, yt, pt)
+        loss = tf.reduce_sum(value * tf.cast(weights, value.dtype))
+    return tape.gradient(loss, sources)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("shape", [(7, 5, 6), (33, 17, 9)], ids=str)
+def test_gradient_matches_reference(kind, dtype, shape):
+    x, y, param = make_inputs(kind, *shape, seed=3)
+
+    def fused(xt, yt, pt):
+        return ops.pairwise_dissimilarity(xt, yt, kind, pt)
+
+    def expected(xt, yt, pt):
+        return reference.pairwise_dissimilarity(
+            tf.cast(xt, tf.float64),
+            tf.cast(yt, tf.float64),
+            kind,
+            reference_param(kind, None if pt is None else tf.cast(pt, tf.float64)),
+        )
+
+    got_all = gradients(fused, kind, x, y, param, dtype)
+    want_all = gradients(expected, kind, x, y, param, dtype)
+    names = ("x", "y", "param")[: len(got_all)]
+    for name, got, want in zip(names, got_all, want_all, strict=True):
+        assert got.dtype == dtype
+        tolerance_dtype = dtype
+        if kind in ("minkowski", "mahalanobis") and dtype != tf.float64:
+            # These gradients sum long products of rounded terms.
+            tolerance_dtype = {tf.float32: tf.float16}.get(dtype, tf.bfloat16)
+        assert_close(got, want, tolerance_dtype, f"d/d{name} of {kind}")
+
+
+KINDS_WITH_PARAM = ("minkowski", "mahalanobis", "toroidal_euclidean")
+
+
+@pytest.mark.parametrize(
+    "kind, argument",
+    [(kind, argument) for kind in ops.KINDS for argument in ("x", "y")]
+    + [(kind, "param") for kind in KINDS_WITH_PARAM],
+)
+def test_gradient_numerical_float64(kind, argument):
+    x, y, param = make_inputs(kind, 4, 3, 5, seed=7)
+    values = {"x": x, "y": y, "param": param}
+
+    def function(value):
+        inputs = dict(values, **{argument: value})
+        p = None if inputs["param"] is None else tf.constant(inputs["param"])
+        if argument == "param":
+            p = value
+        return ops.pairwise_dissimilarity(
+            tf.convert_to_tensor(inputs["x"]),
+            tf.convert_to_tensor(inputs["y"]),
+            kind,
+            p,
+        )
+
+    theoretical, numerical = tf.test.compute_gradient(
+        function, [tf.constant(values[argument], tf.float64)], delta=1e-6
+    )
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5, atol=1e-6)
+
+
+def value_and_gradient(kind, x, y, param=None, dtype=tf.float64):
+    xt, yt, pt = as_tensors(np.asarray(x), np.asarray(y), param, dtype)
+    sources = [xt, yt] + ([pt] if pt is not None else [])
+    with tf.GradientTape() as tape:
+        tape.watch(sources)
+        value = ops.pairwise_dissimilarity(xt, yt, kind, pt)
+        loss = tf.reduce_sum(value)
+    return value.numpy(), [g.numpy() for g in tape.gradient(loss, sources)]
+
+
+@pytest.mark.parametrize(
+    "kind, param",
+    [
+        ("euclidean", None),
+        ("squared_euclidean", None),
+        ("manhattan", None),
+        ("chebyshev", None),
+        ("minkowski", 3.0),
+        ("toroidal_euclidean", [2.0, 2.0, 2.0]),
+    ],
+)
+def test_equal_points_give_zero_value_and_gradient(kind, param):
+    point = [[0.5, -1.25, 3.0]]
+    value, grads = value_and_gradient(kind, point, point, param)
+    np.testing.assert_array_equal(value, [[0.0]])
+    np.testing.assert_array_equal(grads[0], np.zeros((1, 3)))
+    np.testing.assert_array_equal(grads[1], np.zeros((1, 3)))
+
+
+def test_cosine_zero_vector_is_dissimilarity_one():
+    value, grads = value_and_gradient("cosine", [[0.0, 0.0], [1.0, 0.0]], [[0.0, 0.0]])
+    np.testing.assert_array_equal(value, [[1.0], [1.0]])
+    np.testing.assert_array_equal(grads[0], np.zeros((2, 2)))
+    np.testing.assert_array_equal(grads[1], np.zeros((1, 2)))
+
+
+def test_cosine_opposite_and_parallel_vectors():
+    value, _ = value_and_gradient("cosine", [[2.0, 0.0]], [[-3.0, 0.0], [5.0, 0.0]])
+    np.testing.assert_allclose(value, [[2.0, 0.0]], atol=1e-15)
+
+
+def test_chebyshev_ties_split_the_gradient():
+    value, grads = value_and_gradient(
+        "chebyshev", [[1.0, -1.0, 0.5]], [[0.0, 0.0, 0.0]]
+    )
+    np.testing.assert_array_equal(value, [[1.0]])
+    np.testing.assert_array_equal(grads[0], [[0.5, -0.5, 0.0]])
+    np.testing.assert_array_equal(grads[1], [[-0.5, 0.5, 0.0]])
+
+
+def test_manhattan_subgradient_is_zero_where_coordinates_match():
+    _, grads = value_and_gradient("manhattan", [[1.0, 2.0]], [[1.0, 0.0]])
+    np.testing.assert_array_equal(grads[0], [[0.0, 1.0]])
+
+
+def test_toroidal_wraps_across_the_period():
+    value, grads = value_and_gradient(
+        "toroidal_euclidean", [[0.1, 0.0]], [[1.9, 0.0]], [2.0, 2.0]
+    )
+    np.testing.assert_allclose(value, [[0.2]], rtol=1e-12)
+    # The short way from 1.9 to 0.1 goes forward across the boundary.
+    np.testing.assert_allclose(grads[0], [[1.0, 0.0]], rtol=1e-12)
+    # dD/dperiod = (u / D) * (-round((x - y) / period)) = 1 * (-(-1)).
+    np.testing.assert_allclose(grads[2], [1.0, 0.0], rtol=1e-12)
+
+
+def test_toroidal_any_number_of_columns():
+    x = np.array([[0.1, 0.2, 0.3, 0.4, 0.5]])
+    y = np.array([[0.9, 0.2, 0.3, 0.4, 0.5]])
+    value, _ = value_and_gradient("toroidal_euclidean", x, y, np.ones(5))
+    np.testing.assert_allclose(value, [[0.2]], rtol=1e-12)
+
+
+def test_kullback_leibler_zero_entries_are_finite():
+    p = [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]
+    q = [[0.5, 0.0, 0.5], [1.0, 0.0, 0.0]]
+    value, grads = value_and_gradient("kullback_leibler", p, q)
+    assert np.all(np.isfinite(value))
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    # 0 log 0 = 0: identical distributions with zeros are at distance 0.
+    assert value[1, 1] == 0.0
+    # P = [0.5, 0.5, 0] against Q = [1, 0, 0]: 0.5 log 0.5 + 0.5 log(0.5 / tiny).
+    tiny = np.finfo(np.float64).tiny
+    expected = 0.5 * np.log(0.5) + 0.5 * (np.log(0.5) - np.log(tiny))
+    np.testing.assert_allclose(value[0, 1], expected, rtol=1e-12)
+
+
+def test_mahalanobis_is_never_negative():
+    # A rank-one PSD matrix: x - y along its null space gives an exact 0
+    # that roundoff could push below 0.
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(1, 8)).astype(np.float32)
+    cov = (v.T @ v)[None]
+    null = np.linalg.svd(v)[2][1:]
+    x = (1e3 * null).astype(np.float32)
+    y = np.zeros((1, 8), np.float32)
+    value = ops.pairwise_dissimilarity(x, y, "mahalanobis", cov).numpy()
+    assert np.all(value >= 0.0)
+
+
+def test_mahalanobis_identity_is_squared_euclidean():
+    x, y, _ = make_inputs("euclidean", 6, 4, 5)
+    cov = np.broadcast_to(np.eye(5), (4, 5, 5))
+    value = ops.pairwise_dissimilarity(x, y, "mahalanobis", cov)
+    expected = ops.pairwise_dissimilarity(x, y, "squared_euclidean")
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kind", ["euclidean", "squared_euclidean", "manhattan", "chebyshev", "minkowski"]
+)
+def test_nearly_equal_points_far_from_origin(kind):
+    # A GEMM expansion |x|² - 2x·y + |y|² cancels to 0 or below here.
+    rng = np.random.default_rng(0)
+    y = (1e4 + rng.normal(size=(4, 16))).astype(np.float32)
+    x = (y[:3] + 1e-3 * rng.normal(size=(3, 16))).astype(np.float32)
+    param = 3.0 if kind == "minkowski" else None
+    value = ops.pairwise_dissimilarity(x, y, kind, param).numpy()
+    expected = reference.pairwise_dissimilarity(
+        tf.constant(x, tf.float64),
+        tf.constant(y, tf.float64),
+        kind,
+        None if param is None else tf.constant(param, tf.float64),
+    ).numpy()
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    assert np.all(np.diag(value[:, :3]) > 0)
+
+
+def test_minkowski_large_differences_do_not_overflow():
+    x = np.array([[3e30, -1e30]], np.float32)
+    y = np.zeros((1, 2), np.float32)
+    value, grads = value_and_gradient("minkowski", x, y, 20.0, tf.float32)
+    np.testing.assert_allclose(value, [[3e30]], rtol=1e-6)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_minkowski_tiny_differences_do_not_underflow():
+    x = np.array([[1e-30, 2e-30]], np.float32)
+    value, _ = value_and_gradient("minkowski", x, np.zeros((1, 2)), 8.0, tf.float32)
+    assert value[0, 0] > 1.9e-30
+
+
+@pytest.mark.parametrize(
+    "kind", ["euclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"]
+)
+def test_translation_by_1e4_keeps_values(kind):
+    x, y, param = make_inputs(kind, 9, 4, 6)
+    shifted = ops.pairwise_dissimilarity(x + 1e4, y + 1e4, kind, param)
+    plain = ops.pairwise_dissimilarity(x, y, kind, param)
+    np.testing.assert_allclose(shifted, plain, rtol=1e-9, atol=1e-9)
+
+
+def test_rows_shuffled_or_split_give_identical_bits(kind):
+    x, y, param = make_inputs(kind, 37, 19, 11)
+    xt, yt, pt = as_tensors(x, y, param, tf.float32)
+    whole = ops.pairwise_dissimilarity(xt, yt, kind, pt).numpy()
+    order = np.random.default_rng(5).permutation(37)
+    shuffled = ops.pairwise_dissimilarity(tf.gather(xt, order), yt, kind, pt).numpy()
+    np.testing.assert_array_equal(shuffled, whole[order])
+    parts = [
+        ops.pairwise_dissimilarity(xt[a:b], yt, kind, pt).numpy()
+        for a, b in ((0, 5), (5, 22), (22, 37))
+    ]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_empty_batch_forward_and_gradient(kind):
+    x, y, param = make_inputs(kind, 0, 3, 4)
+    value, grads = value_and_gradient(kind, x, y, param)
+    assert value.shape == (0, 3)
+    assert grads[0].shape == (0, 4)
+    np.testing.assert_array_equal(grads[1], np.zeros((3, 4)))
+
+
+def test_unknown_batch_size_in_tf_function(kind):
+    x, y, param = make_inputs(kind, 10, 3, 4)
+    p = None if param is None else tf.constant(param)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float64)])
+    def distances(batch):
+        with tf.GradientTape() as tape:
+            tape.watch(batch)
+            value = ops.pairwise_dissimilarity(batch, y, kind, p)
+            loss = tf.reduce_sum(value)
+        return value, tape.gradient(loss, batch)
+
+    for rows in (10, 1, 0):
+        value, grad = distances(tf.constant(x[:rows]))
+        assert value.shape == (rows, 3)
+        assert grad.shape == (rows, 4)
+        expected = ops.pairwise_dissimilarity(x[:rows], y, kind, p)
+        np.testing.assert_array_equal(value, expected)
+
+
+def test_gradient_in_keras_training_moves_centers():
+    x, _, _ = make_inputs("euclidean", 64, 2, 3)
+    centers = tf.Variable(np.zeros((2, 3)))
+    optimizer = tf.keras.optimizers.SGD(0.1)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(ops.pairwise_dissimilarity(x, centers, "euclidean"))
+        optimizer.apply_gradients([(tape.gradient(loss, centers), centers)])
+    assert float(tf.reduce_max(tf.abs(centers))) > 0.0
+
+
+def test_same_bits_on_every_run_and_thread_count(tmp_path):
+    script = textwrap.dedent(
+        """
+        import hashlib, sys
+        import numpy as np, tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
+        from conftest import make_inputs
+        from dmae import ops
+        digest = hashlib.sha256()
+        for kind in ops.KINDS:
+            x, y, param = make_inputs(kind, 203, 37, 29)
+            x, y = tf.constant(x, tf.float32), tf.constant(y, tf.float32)
+            p = None if param is None else tf.constant(param, tf.float32)
+            with tf.GradientTape() as tape:
+                tape.watch([x, y])
+                value = ops.pairwise_dissimilarity(x, y, kind, p)
+                loss = tf.reduce_sum(value * tf.sin(value))
+            for t in [value] + tape.gradient(loss, [x, y]):
+                digest.update(t.numpy().tobytes())
+        print(digest.hexdigest())
+        """
+    )
+    path = tmp_path / "digest.py"
+    path.write_text(script)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    def digest(threads):
+        result = subprocess.run(
+            [sys.executable, str(path), str(threads)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=os.path.dirname(__file__),
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout.strip().splitlines()[-1]
+
+    one = digest(1)
+    assert len(one) == len(hashlib.sha256().hexdigest())
+    assert digest(2) == one
+    assert digest(2) == one
+
+
+@pytest.mark.parametrize(
+    "x_shape, y_shape, kind, param, message",
+    [
+        (
+            (2, 3, 4),
+            (3, 4),
+            "euclidean",
+            None,
+            r"x must be a matrix of shape \[n, d\], but has shape \[2, 3, 4\]",
+        ),
+        (
+            (2, 4),
+            (4,),
+            "euclidean",
+            None,
+            r"y \(the centers\) must be a matrix of shape \[k, d\], "
+            r"but has shape \[4\]",
+        ),
+        (
+            (2, 4),
+            (3, 5),
+            "manhattan",
+            None,
+            r"x has shape \[2, 4\] and y has shape \[3, 5\], but both must have the "
+            r"same number of columns d",
+        ),
+        (
+            (2, 4),
+            (3, 4),
+            "mahalanobis",
+            np.ones((3, 4, 3)),
+            r"param for kind 'mahalanobis' must have shape \[3, 4, 4\], but has shape "
+            r"\[3, 4, 3\] \(one d×d matrix per center\)",
+        ),
+        (
+            (2, 4),
+            (3, 4),
+            "toroidal_euclidean",
+            np.ones(3),
+            r"param for kind 'toroidal_euclidean' must have shape \[4\], but has shape "
+            r"\[3\]",
+        ),
+        (
+            (2, 4),
+            (3, 4),
+            "minkowski",
+            np.ones(2),
+            r"param for kind 'minkowski' must have shape \[\], but has shape \[2\]",
+        ),
+        (
+            (2, 4),
+            (3, 4),
+            "minkowski",
+            0.5,
+            r"param p of minkowski must be a finite number >= 1, but is 0.5",
+        ),
+        (
+            (2, 4),
+            (3, 4),
+            "toroidal_euclidean",
+            [1.0, 1.0, 0.0, 1.0],
+            r"period\[2\] = 0",
+        ),
+    ],
+)
+def test_bad_input_raises_value_error(x_shape, y_shape, kind, param, message):
+    with pytest.raises(ValueError, match=message):
+        ops.pairwise_dissimilarity(np.ones(x_shape), np.ones(y_shape), kind, param)
+
+
+def test_bad_input_raises_invalid_argument_from_the_op():
+    op = _ops.load_library().dmae_pairwise_dissimilarity
+    x, y = tf.ones([2, 4]), tf.ones([3, 5])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"same number of columns"):
+        op(x, y, tf.zeros([0]), kind="euclidean")
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"must be a finite number >= 1, but is 0.5",
+    ):
+        op(tf.ones([2, 4]), tf.ones([3, 4]), tf.constant(0.5), kind="minkowski")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"period\[0\] = -1"):
+        op(
+            tf.ones([2, 1]),
+            tf.ones([3, 1]),
+            tf.constant([-1.0]),
+            kind="toroidal_euclidean",
+        )
+
+
+def test_shapes_known_only_at_run_time_raise_invalid_argument():
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None]), tf.TensorSpec([None, None])]
+    )
+    def distances(x, y):
+        return ops.pairwise_dissimilarity(x, y, "euclidean")
+
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"x has shape \[2, 4\] and y has shape \[3, 5\]",
+    ):
+        distances(tf.ones([2, 4]), tf.ones([3, 5]))
+
+
+def test_unknown_kind_and_wrong_dtypes_raise_value_error():
+    with pytest.raises(ValueError, match=r"unknown dissimilarity kind 'hamming'"):
+        ops.pairwise_dissimilarity(np.ones((2, 2)), np.ones((2, 2)), "hamming")
+    with pytest.raises(
+        ValueError,
+        match=r"x must be float16, bfloat16, float32 or float64, but has dtype int32",
+    ):
+        ops.pairwise_dissimilarity(tf.ones([2, 2], tf.int32), tf.ones([2, 2], tf.int32))
+    with pytest.raises(
+        ValueError,
+        match=r"y must have the dtype of x \(float32\), but has dtype float64",
+    ):
+        ops.pairwise_dissimilarity(tf.ones([2, 2]), tf.ones([2, 2], tf.float64))
+    with pytest.raises(ValueError, match=r"kind 'mahalanobis' needs param"):
+        ops.pairwise_dissimilarity(np.ones((2, 2)), np.ones((2, 2)), "mahalanobis")
+
+
+def test_reference_mode_runs_no_custom_op(monkeypatch, kind):
+    monkeypatch.setenv("DMAE_OPS", "reference")
+    x, y, param = make_inputs(kind, 5, 3, 4)
+    p = None if param is None else tf.constant(param)
+
+    @tf.function
+    def distances(x):
+        return ops.pairwise_dissimilarity(x, y, kind, p)
+
+    graph = distances.get_concrete_function(tf.constant(x)).graph
+    assert not any(op.type.startswith("Dmae>") for op in graph.get_operations())
+    monkeypatch.setenv("DMAE_OPS", "fused")
+    graph = (
+        tf.function(distances.python_function)
+        .get_concrete_function(tf.constant(x))
+        .graph
+    )
+    assert any(op.type == "Dmae>PairwiseDissimilarity" for op in graph.get_operations())
+
+
+def test_invalid_ops_mode_raises_value_error(monkeypatch):
+    monkeypatch.setenv("DMAE_OPS", "fast")
+    with pytest.raises(
+        ValueError, match=r"DMAE_OPS must be 'fused' or 'reference', but is 'fast'"
+    ):
+        ops.pairwise_dissimilarity(np.ones((1, 1)), np.ones((1, 1)))
+
+
+def test_library_built_for_another_tensorflow_raises_import_error(monkeypatch):
+    from dmae import _build_info
+
+    monkeypatch.setattr(_build_info, "TF_VERSION", "1.0.0")
+    _ops.load_library.cache_clear()
+    try:
+        with pytest.raises(
+            ImportError,
+            match=r"built against TensorFlow 1.0.0, but TensorFlow .* is "
+            r"installed; rebuild",
+        ):
+            _ops.load_library()
+    finally:
+        monkeypatch.undo()
+        _ops.load_library.cache_clear()
+        _ops.load_library()
