@@ -29,16 +29,42 @@ namespace dmae {
 namespace cpu {
 namespace DMAE_CPU_ISA {
 
-// 4 rows × 16 centers: 64 float accumulators, which fit in 8 AVX2 or 4
-// AVX-512 registers next to the broadcast x values.
+// A tile is 4 rows × 64 bytes of centers (16 floats or 8 doubles): its
+// accumulators fill 8 AVX2 or 4 AVX-512 registers, leaving room for the
+// broadcast x values and one row of centers.
 constexpr int kTileRows = 4;
-constexpr int kTileCols = 16;
+template <typename T>
+constexpr int kTileCols = 64 / sizeof(T);
+// Tile rows are held in GCC vectors of the register width this file is
+// compiled for (DMAE_CPU_VECTOR_BYTES: 16 for SSE2, 32 for AVX2, 64 for
+// AVX-512), kVectorsPerRow of them per row of a tile.
+constexpr int kVectorBytes = DMAE_CPU_VECTOR_BYTES;
+constexpr int kVectorsPerRow = 64 / kVectorBytes;
+// (vector_size cannot apply to a dependent type, hence one typedef per type.)
+template <typename T>
+struct TileVectorOf;
+template <>
+struct TileVectorOf<float> {
+  typedef float type __attribute__((vector_size(DMAE_CPU_VECTOR_BYTES)));
+  typedef int32_t lane;
+  typedef int32_t bits __attribute__((vector_size(DMAE_CPU_VECTOR_BYTES)));
+};
+template <>
+struct TileVectorOf<double> {
+  typedef double type __attribute__((vector_size(DMAE_CPU_VECTOR_BYTES)));
+  typedef int64_t lane;
+  typedef int64_t bits __attribute__((vector_size(DMAE_CPU_VECTOR_BYTES)));
+};
+template <typename T>
+using TileVector = typename TileVectorOf<T>::type;
+template <typename T>
+constexpr int kLanes = kVectorBytes / sizeof(T);
 // Rows per parallel unit in the forward pass and in phase A.
 constexpr int64_t kRowsPerUnit = 16;
 
 template <typename T>
 struct PackedCenters {
-  std::vector<T> data;  // d × kp, column j holds transform(y_j)
+  std::vector<T> data;  // d × kp, column j is transform(y_j)
   int64_t kp = 0;
 };
 
@@ -46,7 +72,7 @@ template <typename T, typename Transform>
 PackedCenters<T> PackTransposed(const T* y, int64_t k, int64_t d,
                                 const Transform& transform) {
   PackedCenters<T> packed;
-  packed.kp = (k + kTileCols - 1) / kTileCols * kTileCols;
+  packed.kp = (k + kTileCols<T> - 1) / kTileCols<T> * kTileCols<T>;
   packed.data.assign(static_cast<size_t>(d * packed.kp), T(0));
   for (int64_t j = 0; j < k; ++j) {
     for (int64_t f = 0; f < d; ++f) {
@@ -73,43 +99,123 @@ inline void WithRowCount(int rows, const F& body) {
   }
 }
 
-// acc[r][c] = step(...step(init, x[r][0], yt[0][c], 0)..., x[r][d-1], ...)
-// for R rows of x (row stride d) and kTileCols packed centers (stride kp).
+// Running reductions of one tile row over the features, on TileVector
+// lanes. Each lane does exactly the float operations of the scalar steps in
+// pairwise_math.h, which the backward pass uses, so both see the same bits.
+// |v| by clearing the sign bits, as fabs does.
+template <typename T>
+inline TileVector<T> AbsLanes(TileVector<T> v) {
+  using Bits = typename TileVectorOf<T>::bits;
+  using Lane = typename TileVectorOf<T>::lane;
+  const Lane sign_bit = Lane(1) << (8 * sizeof(T) - 1);
+  const Bits magnitude = Bits{} + static_cast<Lane>(~sign_bit);
+  return (TileVector<T>)((Bits)v & magnitude);
+}
+
+template <typename T>
+struct SquaredDiffTile {
+  TileVector<T> operator()(TileVector<T> acc, T x, TileVector<T> y,
+                           int64_t) const {
+    const TileVector<T> u = x - y;
+    return acc + u * u;
+  }
+};
+
+template <typename T>
+struct AbsDiffTile {
+  TileVector<T> operator()(TileVector<T> acc, T x, TileVector<T> y,
+                           int64_t) const {
+    return acc + AbsLanes<T>(x - y);
+  }
+};
+
+template <typename T>
+struct MaxAbsDiffTile {
+  TileVector<T> operator()(TileVector<T> acc, T x, TileVector<T> y,
+                           int64_t) const {
+    const TileVector<T> a = AbsLanes<T>(x - y);
+    return a > acc ? a : acc;
+  }
+};
+
+template <typename T>
+struct DotTile {
+  TileVector<T> operator()(TileVector<T> acc, T x, TileVector<T> y,
+                           int64_t) const {
+    return acc + x * y;
+  }
+};
+
+template <typename T>
+struct WrappedSquaredDiffTile {
+  const T* period;
+  TileVector<T> operator()(TileVector<T> acc, T x, TileVector<T> y,
+                           int64_t f) const {
+    const T p = period[f];
+    TileVector<T> u = x - y;
+    const TileVector<T> quotient = u / p;
+    T lanes[kLanes<T>];
+    std::memcpy(lanes, &quotient, sizeof(lanes));
+    for (int c = 0; c < kLanes<T>; ++c) lanes[c] = std::nearbyint(lanes[c]);
+    TileVector<T> turns;
+    std::memcpy(&turns, lanes, sizeof(lanes));
+    u = u - p * turns;
+    return acc + u * u;
+  }
+};
+
+// acc[r][:] = step(...step(init, x[r][0], yt[0][:], 0)..., x[r][d-1], ...)
+// for R rows of x (row stride d) and one tile of packed centers (stride kp).
+// The accumulators are vector locals so they stay in registers. Writing
+// to `acc` directly would force a store per feature, because the compiler
+// cannot prove that `acc` does not alias x or yt.
 template <int R, typename T, typename Step>
 inline void AccumulateTile(const T* x, int64_t d, const T* yt, int64_t kp,
                            T init, const Step& step,
-                           T acc[kTileRows][kTileCols]) {
+                           T acc[kTileRows][kTileCols<T>]) {
+  using Vector = TileVector<T>;
+  Vector local[R][kVectorsPerRow];
   for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < kTileCols; ++c) acc[r][c] = init;
+    for (int v = 0; v < kVectorsPerRow; ++v) local[r][v] = Vector{} + init;
   }
   for (int64_t f = 0; f < d; ++f) {
-    const T* yrow = yt + f * kp;
+    Vector yv[kVectorsPerRow];
+    std::memcpy(yv, yt + f * kp, sizeof(yv));
     for (int r = 0; r < R; ++r) {
       const T xv = x[r * d + f];
-      for (int c = 0; c < kTileCols; ++c) {
-        acc[r][c] = step(acc[r][c], xv, yrow[c], f);
+      for (int v = 0; v < kVectorsPerRow; ++v) {
+        local[r][v] = step(local[r][v], xv, yv[v], f);
       }
     }
   }
+  for (int r = 0; r < R; ++r) std::memcpy(acc[r], local[r], sizeof(local[r]));
 }
 
 // Minkowski's second pass: acc[r][c] = Σ_f (|x - y| * inv_scale[r][c])^p.
 template <int R, typename T>
 inline void AccumulatePowerTile(const T* x, int64_t d, const T* yt,
                                 int64_t kp, T p,
-                                const T inv_scale[kTileRows][kTileCols],
-                                T acc[kTileRows][kTileCols]) {
+                                const T inv_scale[kTileRows][kTileCols<T>],
+                                T acc[kTileRows][kTileCols<T>]) {
+  T local[R][kTileCols<T>];
+  T scale[R][kTileCols<T>];
   for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < kTileCols; ++c) acc[r][c] = T(0);
+    for (int c = 0; c < kTileCols<T>; ++c) {
+      local[r][c] = T(0);
+      scale[r][c] = inv_scale[r][c];
+    }
   }
   for (int64_t f = 0; f < d; ++f) {
     const T* yrow = yt + f * kp;
     for (int r = 0; r < R; ++r) {
       const T xv = x[r * d + f];
-      for (int c = 0; c < kTileCols; ++c) {
-        acc[r][c] += ScaledPowerTerm(xv, yrow[c], inv_scale[r][c], p);
+      for (int c = 0; c < kTileCols<T>; ++c) {
+        local[r][c] += ScaledPowerTerm(xv, yrow[c], scale[r][c], p);
       }
     }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < kTileCols<T>; ++c) acc[r][c] = local[r][c];
   }
 }
 
@@ -120,13 +226,13 @@ void ForEachTile(int64_t n, int64_t k, int64_t cost_per_row, T* out,
                  const ParallelFor& parallel_for, const TileFn& tile) {
   const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
   parallel_for(units, cost_per_row * kRowsPerUnit, [&](int64_t b, int64_t e) {
-    T result[kTileRows][kTileCols];
+    T result[kTileRows][kTileCols<T>];
     const int64_t row_end = std::min(n, e * kRowsPerUnit);
     for (int64_t i0 = b * kRowsPerUnit; i0 < row_end; i0 += kTileRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kTileRows, n - i0));
-      for (int64_t c0 = 0; c0 < k; c0 += kTileCols) {
+      for (int64_t c0 = 0; c0 < k; c0 += kTileCols<T>) {
         tile(rows, i0, c0, result);
-        const int cols = static_cast<int>(std::min<int64_t>(kTileCols, k - c0));
+        const int cols = static_cast<int>(std::min<int64_t>(kTileCols<T>, k - c0));
         for (int r = 0; r < rows; ++r) {
           for (int c = 0; c < cols; ++c) {
             out[(i0 + r) * k + c0 + c] = result[r][c];
@@ -146,14 +252,14 @@ void ForwardReduction(const PairwiseInputs<T>& in, T init, const Step& step,
   const T* yt = packed.data.data();
   const int64_t kp = packed.kp;
   auto tile = [&](int rows, int64_t i0, int64_t c0,
-                  T result[kTileRows][kTileCols]) {
+                  T result[kTileRows][kTileCols<T>]) {
     WithRowCount(rows, [&](auto row_count) {
       constexpr int R = decltype(row_count)::value;
       AccumulateTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, init, step,
                         result);
     });
     for (int r = 0; r < rows; ++r) {
-      for (int c = 0; c < kTileCols; ++c) {
+      for (int c = 0; c < kTileCols<T>; ++c) {
         result[r][c] = finish(result[r][c], i0 + r, c0 + c);
       }
     }
@@ -170,15 +276,15 @@ void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
   const T* yt = packed.data.data();
   const int64_t kp = packed.kp;
   auto tile = [&](int rows, int64_t i0, int64_t c0,
-                  T result[kTileRows][kTileCols]) {
-    T scale[kTileRows][kTileCols];
-    T inv_scale[kTileRows][kTileCols];
+                  T result[kTileRows][kTileCols<T>]) {
+    T scale[kTileRows][kTileCols<T>];
+    T inv_scale[kTileRows][kTileCols<T>];
     WithRowCount(rows, [&](auto row_count) {
       constexpr int R = decltype(row_count)::value;
       AccumulateTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, T(0),
-                        MaxAbsDiffStep<T>(), scale);
+                        MaxAbsDiffTile<T>(), scale);
       for (int r = 0; r < R; ++r) {
-        for (int c = 0; c < kTileCols; ++c) {
+        for (int c = 0; c < kTileCols<T>; ++c) {
           inv_scale[r][c] = scale[r][c] > T(0) ? T(1) / scale[r][c] : T(0);
         }
       }
@@ -186,7 +292,7 @@ void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
                              inv_scale, result);
     });
     for (int r = 0; r < rows; ++r) {
-      for (int c = 0; c < kTileCols; ++c) {
+      for (int c = 0; c < kTileCols<T>; ++c) {
         result[r][c] = MinkowskiFinish(scale[r][c], result[r][c], p);
       }
     }
@@ -254,24 +360,24 @@ void PairwiseForward(const PairwiseInputs<T>& in, T* out,
   auto as_is = [](T acc, int64_t, int64_t) { return acc; };
   switch (in.kind) {
     case Kind::kEuclidean:
-      ForwardReduction(in, T(0), SquaredDiffStep<T>(), identity,
+      ForwardReduction(in, T(0), SquaredDiffTile<T>(), identity,
                        [](T acc, int64_t, int64_t) { return std::sqrt(acc); },
                        out, parallel_for);
       break;
     case Kind::kSquaredEuclidean:
-      ForwardReduction(in, T(0), SquaredDiffStep<T>(), identity, as_is, out,
+      ForwardReduction(in, T(0), SquaredDiffTile<T>(), identity, as_is, out,
                        parallel_for);
       break;
     case Kind::kManhattan:
-      ForwardReduction(in, T(0), AbsDiffStep<T>(), identity, as_is, out,
+      ForwardReduction(in, T(0), AbsDiffTile<T>(), identity, as_is, out,
                        parallel_for);
       break;
     case Kind::kChebyshev:
-      ForwardReduction(in, T(0), MaxAbsDiffStep<T>(), identity, as_is, out,
+      ForwardReduction(in, T(0), MaxAbsDiffTile<T>(), identity, as_is, out,
                        parallel_for);
       break;
     case Kind::kToroidalEuclidean:
-      ForwardReduction(in, T(0), WrappedSquaredDiffStep<T>{in.param}, identity,
+      ForwardReduction(in, T(0), WrappedSquaredDiffTile<T>{in.param}, identity,
                        [](T acc, int64_t, int64_t) { return std::sqrt(acc); },
                        out, parallel_for);
       break;
@@ -282,7 +388,7 @@ void PairwiseForward(const PairwiseInputs<T>& in, T* out,
       const std::vector<T> norm_x = RowNorms(in.x, in.n, in.d);
       const std::vector<T> norm_y = RowNorms(in.y, in.k, in.d);
       ForwardReduction(
-          in, T(0), DotStep<T>(), identity,
+          in, T(0), DotTile<T>(), identity,
           [&](T dot, int64_t i, int64_t j) {
             return j < in.k ? CosineFinish(dot, norm_x[i], norm_y[j]) : T(0);
           },
@@ -301,7 +407,7 @@ void PairwiseForward(const PairwiseInputs<T>& in, T* out,
         neg_entropy[i] = s;
       }
       ForwardReduction(
-          in, T(0), DotStep<T>(), [](T q) { return SafeLog(q); },
+          in, T(0), DotTile<T>(), [](T q) { return SafeLog(q); },
           [&](T cross, int64_t i, int64_t) { return neg_entropy[i] - cross; },
           out, parallel_for);
       break;
@@ -367,23 +473,34 @@ struct MinkowskiGrad {
   }
 };
 
-// The subgradient of max_f |u_f| split equally among the tied features.
+// The subgradient of max_f |u_f| split equally among the tied features. The
+// forward output is the max itself; it is recomputed only when it matches no
+// feature (a distance tensor that did not come from the forward pass).
 template <typename T>
 struct ChebyshevGrad {
   T Diff(T x, T y, int64_t) const { return x - y; }
-  T Weight(T g, T, const T* xi, const T* yj, int64_t d, T* state) const {
-    T m = T(0);
-    for (int64_t f = 0; f < d; ++f) {
-      const T a = std::fabs(xi[f] - yj[f]);
-      m = a > m ? a : m;
+  T Weight(T g, T dist, const T* xi, const T* yj, int64_t d, T* state) const {
+    T m = dist;
+    int64_t ties = CountTies(xi, yj, d, m);
+    if (ties == 0) {
+      m = T(0);
+      for (int64_t f = 0; f < d; ++f) {
+        const T a = std::fabs(xi[f] - yj[f]);
+        m = a > m ? a : m;
+      }
+      ties = CountTies(xi, yj, d, m);
     }
     if (m == T(0)) return T(0);
-    int64_t ties = 0;
-    for (int64_t f = 0; f < d; ++f) ties += std::fabs(xi[f] - yj[f]) == m;
     *state = m;
     return g / static_cast<T>(ties);
   }
   T Phi(T u, T m) const { return std::fabs(u) == m ? SignOf(u) : T(0); }
+
+  static int64_t CountTies(const T* xi, const T* yj, int64_t d, T m) {
+    int64_t ties = 0;
+    for (int64_t f = 0; f < d; ++f) ties += std::fabs(xi[f] - yj[f]) == m;
+    return ties;
+  }
 };
 
 template <typename T, typename Policy>

@@ -246,8 +246,19 @@ class PairwiseDissimilarityGradOp : public OpKernel {
     OutputView<T> out_x(grad_x), out_y(grad_y), out_param(grad_param);
     PairwiseGradients<ComputeType<T>> out{out_x.data(), out_y.data(),
                                           out_param.data()};
-    PairwiseBackwardCpu(in, grad_view.data(), distance_view.data(), out,
-                        IntraOpParallelFor(context));
+    const ParallelFor parallel_for = IntraOpParallelFor(context);
+    const ComputeType<T>* forward_distance = distance_view.data();
+    std::vector<ComputeType<T>> recomputed;
+    if constexpr (!std::is_same_v<T, ComputeType<T>>) {
+      // The float16/bfloat16 distance was rounded; the gradient divides by
+      // it (euclidean) or compares features with it (chebyshev), so it is
+      // recomputed in float32 from the inputs.
+      recomputed.resize(static_cast<size_t>(in.n * in.k));
+      PairwiseForwardCpu(in, recomputed.data(), parallel_for);
+      forward_distance = recomputed.data();
+    }
+    PairwiseBackwardCpu(in, grad_view.data(), forward_distance, out,
+                        parallel_for);
     out_x.Commit();
     out_y.Commit();
     out_param.Commit();
