@@ -8,8 +8,9 @@
 // is also the dtype of the results. Shapes and param values go through the
 // validators of csrc/kernels/dissimilarity.h, so the messages are those of
 // Dmae>PairwiseDissimilarity. The kernels run with the GIL released on
-// `threads` std::threads (0: one per hardware thread); their work split does
-// not depend on the thread count, so every count returns the same bits.
+// `threads` std::threads, or one per hardware thread when threads is 0. Their
+// work split does not depend on the thread count, so every count returns the
+// same bits.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -32,8 +33,8 @@ namespace py = pybind11;
 namespace dmae {
 namespace {
 
-// Starting and joining a thread costs tens of microseconds, about the time
-// of this many floating-point operations; smaller shares run on fewer
+// Estimated floating-point operations worth one thread: starting and joining
+// a thread takes tens of microseconds, so smaller shares run on fewer
 // threads.
 constexpr double kMinCostPerThread = 1 << 16;
 
@@ -74,7 +75,7 @@ ParallelFor ThreadedFor(int threads) {
       try {
         workers.emplace_back(run_slice, bound(s), bound(s + 1));
       } catch (const std::system_error&) {
-        // The system has no thread left for this slice; run it here.
+        // The system could not start a thread, so this slice runs here.
         run_slice(bound(s), bound(s + 1));
       }
     }
