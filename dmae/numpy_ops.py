@@ -12,12 +12,23 @@ float64, or a ValueError names the array, its dtype and shape, and the
 expected dtype. param is cast to the dtype of x, as the TF wrapper does.
 Arrays that are not C-contiguous (slices, Fortran order) are copied into a
 contiguous buffer first. Shape and param errors carry the op's messages.
+
+DMAE_OPS=reference does not apply here: there is no TensorFlow graph to run
+the references in, so these functions always call the binding.
 """
 
 import numpy as np
 
-from dmae import _dmae_numpy
 from dmae.ops import _PARAM_MEANING, validate_kind
+
+try:
+    from dmae import _dmae_numpy
+except ImportError as error:
+    raise ImportError(
+        f"dmae's NumPy binding (dmae/_dmae_numpy) is missing or does not load: "
+        f"{error}; rebuild it with `pip install --force-reinstall --no-deps .` "
+        "from the dmae source tree"
+    ) from error
 
 KINDS = tuple(_dmae_numpy.KINDS)
 
