@@ -79,7 +79,7 @@ def test_forward_bit_equal_to_op(kind, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.__name__)
-@pytest.mark.parametrize("shape", [(1, 1, 1), (37, 19, 7)], ids=str)
+@pytest.mark.parametrize("shape", [(0, 3, 4), (1, 1, 1), (37, 19, 7)], ids=str)
 def test_gradient_bit_equal_to_grad_op(kind, dtype, shape):
     x, y, param = make_inputs(kind, *shape, dtype, seed=3)
     grad = np.random.default_rng(4).normal(size=shape[:2]).astype(dtype)
@@ -259,6 +259,22 @@ def test_mismatched_y_dtype_raises():
     )
     with pytest.raises(ValueError, match=pattern):
         numpy_ops.pairwise_dissimilarity(x, y)
+
+
+def test_byte_swapped_y_raises():
+    x, y = np.ones((4, 2)), np.ones((3, 2), dtype=">f8")
+    pattern = r"y must have dtype float64 \(the dtype of x\), but has dtype >f8"
+    with pytest.raises(ValueError, match=pattern):
+        numpy_ops.pairwise_dissimilarity(x, y)
+
+
+def test_dtype_with_metadata_is_accepted():
+    # An equal dtype that is not numpy's float64 singleton object.
+    dtype = np.dtype("float64", metadata={"unit": "m"})
+    x = np.array([[0.0, 0.0]], dtype=dtype)
+    y = np.array([[3.0, 4.0]], dtype=dtype)
+    assert x.dtype is not np.dtype("float64")
+    assert numpy_ops.pairwise_dissimilarity(x, y)[0, 0] == 5.0
 
 
 def test_mismatched_grad_dtype_raises():

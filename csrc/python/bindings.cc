@@ -123,7 +123,7 @@ std::string DtypeName(const py::array& array) {
 template <typename T>
 py::array_t<T> AsDense(const py::array& array, const char* name,
                        const std::string& expected_dtype) {
-  if (!array.dtype().is(py::dtype::of<T>())) {
+  if (!array.dtype().equal(py::dtype::of<T>())) {
     std::ostringstream error;
     error << name << " must have dtype " << expected_dtype
           << ", but has dtype " << DtypeName(array) << " and shape "
@@ -233,7 +233,7 @@ py::tuple Backward(Kind kind, const py::array& grad, const py::array& x,
 }
 
 bool IsDtype(const py::array& array, const py::dtype& dtype) {
-  return array.dtype().is(dtype);
+  return array.dtype().equal(dtype);
 }
 
 [[noreturn]] void RaiseUnsupportedDtype(const py::array& x) {
