@@ -253,6 +253,11 @@ class InitPlusPlus(_CentersInitializer):
         self.n_local_trials = int(n_local_trials)
         self.seed = seed
         self.threads = threads
+        if self.function is not None and param is not None:
+            raise ValueError(
+                "param applies only to a dissimilarity given by name; bind it "
+                "into the function instead, e.g. lambda X, Y: minkowsky(X, Y, 3)"
+            )
         if self.X is not None and self.function is None:
             self.param = self._checked_param(param)
 

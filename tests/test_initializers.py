@@ -166,6 +166,10 @@ def test_plusplus_invalid_arguments(blobs):
         r"shape \[5, 5\], but has shape \[3, 5, 5\]",
     ):
         initializers.InitPlusPlus(blobs, 3, "mahalanobis", param=np.ones((3, 5, 5)))
+    with pytest.raises(
+        ValueError, match=r"param applies only to a dissimilarity given"
+    ):
+        initializers.InitPlusPlus(blobs, 3, dissimilarities.minkowski, param=3.0)
     with pytest.raises(ValueError, match=r"n_local_trials must be a positive integer"):
         initializers.InitPlusPlus(blobs, 3, n_local_trials=0)
 
