@@ -67,8 +67,8 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    # One CMake build writes both modules. Listing the binding as well puts it
-    # among the outputs setuptools knows; its CMake run finds nothing to do.
+    # One CMake build writes both modules. Listing the binding as well adds it
+    # to the outputs setuptools tracks, and its CMake run has nothing to do.
     ext_modules=[
         CMakeExtension("dmae._dmae_ops"),
         CMakeExtension("dmae._dmae_numpy"),
