@@ -227,7 +227,8 @@ def _compatible(shape, expected) -> bool:
     shape, expected = list(shape), list(expected)
     if len(shape) != len(expected):
         return False
-    return all(a is None or b is None or a == b for a, b in zip(shape, expected))
+    pairs = zip(shape, expected, strict=True)
+    return all(a is None or b is None or a == b for a, b in pairs)
 
 
 def _as_dtype_of(value, name, dtype):
@@ -282,7 +283,11 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None, name=Non
         if not with_covariances:
             covariances = tf.zeros([0], dtype=distance.dtype)
         outputs = _ops.load_library().dmae_soft_assignment(
-            distance, centers, mixers, alpha, covariances,
+            distance,
+            centers,
+            mixers,
+            alpha,
+            covariances,
             with_covariances=with_covariances,
         )
         if with_covariances:
@@ -296,7 +301,7 @@ def _soft_assignment_grad(op, *grads):
     # needs a tensor, so it gets zeros of that output's shape.
     grads = [
         tf.zeros_like(output) if grad is None else grad
-        for grad, output in zip(grads, op.outputs)
+        for grad, output in zip(grads, op.outputs, strict=True)
     ]
     return _ops.load_library().dmae_soft_assignment_grad(
         *grads, *op.inputs, with_covariances=op.get_attr("with_covariances")
