@@ -23,7 +23,8 @@ TOLERANCE = {
     tf.float32: (1e-5, 1e-6),
     tf.float64: (1e-12, 1e-13),
 }
-SHAPES = [(1, 1, 1), (7, 5, 3), (33, 10, 4), (70, 17, 9), (5, 40, 2)]
+# Chosen to cover full and partial 4×16 tiles and several 16-row units.
+SHAPES = [(1, 1, 1), (7, 5, 3), (33, 10, 4), (70, 17, 9), (5, 40, 2), (40, 20, 33)]
 
 
 def make_inputs(n, k, d, dtype=tf.float64, seed=0, alpha=2.0, covariances=False):
@@ -86,7 +87,7 @@ def test_forward_matches_reference(shape, dtype, covariances):
 
 @pytest.mark.parametrize("covariances", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.name)
-@pytest.mark.parametrize("shape", SHAPES[1:4], ids=str)
+@pytest.mark.parametrize("shape", SHAPES[1:4] + SHAPES[5:], ids=str)
 def test_gradients_match_reference(shape, dtype, covariances):
     inputs = make_inputs(*shape, dtype=dtype, covariances=covariances)
     fused = gradients(ops.soft_assignment, inputs)
@@ -102,6 +103,28 @@ def test_gradients_match_reference(shape, dtype, covariances):
             want,
             rtol=scale * rtol,
             atol=scale * atol * max(1.0, np.abs(want).max()),
+            err_msg=name,
+        )
+
+
+@pytest.mark.parametrize("covariances", [False, True])
+def test_sparse_assignments_match_reference(covariances):
+    # With α = 1e4 most of S underflows to 0 even in float64, so the backward
+    # takes its per-entry path instead of the tiled product.
+    inputs = make_inputs(
+        50, 24, 18, dtype=tf.float64, alpha=1e4, covariances=covariances
+    )
+    s = ops.soft_assignment(**inputs)[0].numpy()
+    assert np.mean(s != 0) < 1 / 8
+    fused = gradients(ops.soft_assignment, inputs)
+    expected = gradients(reference.soft_assignment, inputs)
+    for name in inputs:
+        want = expected[name].numpy()
+        np.testing.assert_allclose(
+            fused[name].numpy(),
+            want,
+            rtol=1e-9,
+            atol=1e-9 * max(1.0, np.abs(want).max()),
             err_msg=name,
         )
 
@@ -484,7 +507,7 @@ THREAD_SCRIPT = textwrap.dedent(
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from dmae import ops
     rng = np.random.default_rng(5)
-    n, k, d = 301, 19, 6
+    n, k, d = 301, 19, 18
     mixers = rng.uniform(0.0, 1.0, k)
     mixers[2] = 0.0
     values = [rng.uniform(0, 4, (n, k)), rng.normal(size=(k, d)), mixers, 3.0,

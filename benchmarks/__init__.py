@@ -1,0 +1,1 @@
+"""Scripts that race dmae's fused ops against the pure-TF references."""

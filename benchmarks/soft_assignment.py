@@ -1,0 +1,111 @@
+"""Race the fused soft-assignment op against its pure-TF reference.
+
+Times one forward and backward pass (gradients for every input) inside
+tf.function, after checking that both return the same values, and prints a
+markdown table of medians and ratios. Run from the repository root:
+
+    python -m benchmarks.soft_assignment [--repeats 7] [--covariances]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from dmae import ops, reference
+
+SIZES = ((4096, 100, 256), (256, 10, 10))
+
+
+def make_inputs(n, k, d, covariances, seed=0):
+    rng = np.random.default_rng(seed)
+    inputs = [
+        rng.uniform(0.0, 2.0, (n, k)),
+        rng.normal(size=(k, d)),
+        rng.uniform(0.2, 1.0, k),
+        np.float32(3.0),
+    ]
+    if covariances:
+        inputs.append(rng.normal(size=(k, d, d)))
+    return [tf.constant(value, tf.float32) for value in inputs]
+
+
+def make_step(fn, inputs, seed=1):
+    """A tf.function returning the outputs and the gradients of every input."""
+    rng = np.random.default_rng(seed)
+    shapes = [o.shape for o in fn(*inputs)]
+    weights = [tf.constant(rng.normal(size=s), tf.float32) for s in shapes]
+
+    @tf.function
+    def step(*args):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            outputs = fn(*args)
+            loss = tf.add_n(
+                [tf.reduce_sum(o * w) for o, w in zip(outputs, weights, strict=True)]
+            )
+        return outputs, tape.gradient(loss, args)
+
+    return step
+
+
+def median_seconds(step, inputs, repeats):
+    results = step(*inputs)  # trace and warm up
+    tf.nest.map_structure(lambda t: t.numpy(), results)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = step(*inputs)
+        tf.nest.map_structure(lambda t: t.numpy(), results)  # force execution
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def check_same(fused, expected, size):
+    for got, want in zip(
+        tf.nest.flatten(fused), tf.nest.flatten(expected), strict=True
+    ):
+        scale = max(1.0, float(np.abs(want.numpy()).max()))
+        if not np.allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5 * scale):
+            raise AssertionError(f"fused and reference differ at (n, k, d) = {size}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per case")
+    parser.add_argument(
+        "--covariances", action="store_true", help="also time the covariance variant"
+    )
+    args = parser.parse_args()
+
+    cases = [(size, False) for size in SIZES]
+    if args.covariances:
+        cases.append(((256, 10, 10), True))
+    print(
+        f"float32, forward + backward, median of {args.repeats} runs; "
+        f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs visible\n"
+    )
+    print("| n | k | d | covariances | reference ms | fused ms | reference / fused |")
+    print("|---:|---:|---:|:---|---:|---:|---:|")
+    for size, covariances in cases:
+        inputs = make_inputs(*size, covariances)
+        fused = make_step(ops.soft_assignment, inputs)
+        baseline = make_step(reference.soft_assignment, inputs)
+        check_same(fused(*inputs), baseline(*inputs), size)
+        fused_s = median_seconds(fused, inputs, args.repeats)
+        baseline_s = median_seconds(baseline, inputs, args.repeats)
+        n, k, d = size
+        print(
+            f"| {n} | {k} | {d} | {'yes' if covariances else 'no'} | "
+            f"{1e3 * baseline_s:.2f} | {1e3 * fused_s:.2f} | "
+            f"{baseline_s / fused_s:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
