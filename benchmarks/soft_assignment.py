@@ -4,7 +4,11 @@ Times one forward and backward pass (gradients for every input) inside
 tf.function, after checking that both return the same values, and prints a
 markdown table of medians and ratios. Run from the repository root:
 
-    python -m benchmarks.soft_assignment [--repeats 7] [--covariances]
+    python -m benchmarks.soft_assignment [--repeats 7] [--covariances] [--chain]
+
+--chain also times the pairwise op that produces the distances, alone and
+followed by the soft assignment, to bound what fusing the two could save:
+at most the time to write and read back the [n, k] distance matrix.
 """
 
 import argparse
@@ -35,7 +39,7 @@ def make_inputs(n, k, d, covariances, seed=0):
 
 
 def make_step(fn, inputs, seed=1):
-    """A tf.function returning the outputs and the gradients of every input."""
+    """Build a tf.function that returns fn's outputs and every input's gradient."""
     rng = np.random.default_rng(seed)
     shapes = [o.shape for o in fn(*inputs)]
     weights = [tf.constant(rng.normal(size=s), tf.float32) for s in shapes]
@@ -54,15 +58,21 @@ def make_step(fn, inputs, seed=1):
 
 
 def median_seconds(step, inputs, repeats):
+    """Median wall-clock and process CPU seconds of one call of step.
+
+    CPU time is less sensitive than wall time to other processes competing
+    for the cores.
+    """
     results = step(*inputs)  # trace and warm up
     tf.nest.map_structure(lambda t: t.numpy(), results)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         results = step(*inputs)
         tf.nest.map_structure(lambda t: t.numpy(), results)  # force execution
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def check_same(fused, expected, size):
@@ -74,11 +84,44 @@ def check_same(fused, expected, size):
             raise AssertionError(f"fused and reference differ at (n, k, d) = {size}")
 
 
+def time_chain(size, repeats):
+    """Median seconds of pairwise alone, soft assignment alone, and both."""
+    n, k, d = size
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=(n, d)), tf.float32)
+    centers = tf.constant(rng.normal(size=(k, d)), tf.float32)
+    mixers = tf.constant(rng.uniform(0.2, 1.0, k), tf.float32)
+    alpha = tf.constant(0.05, tf.float32)
+    distance = ops.pairwise_dissimilarity(x, centers, "squared_euclidean")
+
+    def pairwise(x, centers):
+        return (ops.pairwise_dissimilarity(x, centers, "squared_euclidean"),)
+
+    def soft(distance, centers, mixers, alpha):
+        return ops.soft_assignment(distance, centers, mixers, alpha)
+
+    def chain(x, centers, mixers, alpha):
+        distance = ops.pairwise_dissimilarity(x, centers, "squared_euclidean")
+        return ops.soft_assignment(distance, centers, mixers, alpha)
+
+    cases = (
+        (pairwise, (x, centers)),
+        (soft, (distance, centers, mixers, alpha)),
+        (chain, (x, centers, mixers, alpha)),
+    )
+    return [median_seconds(make_step(fn, args), args, repeats)[0] for fn, args in cases]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per case")
     parser.add_argument(
         "--covariances", action="store_true", help="also time the covariance variant"
+    )
+    parser.add_argument(
+        "--chain",
+        action="store_true",
+        help="also time pairwise squared_euclidean followed by the soft assignment",
     )
     args = parser.parse_args()
 
@@ -86,24 +129,41 @@ def main():
     if args.covariances:
         cases.append(((256, 10, 10), True))
     print(
-        f"float32, forward + backward, median of {args.repeats} runs; "
+        f"float32, forward + backward, median of {args.repeats} runs; ratios above "
+        f"1 mean the fused op is faster; "
         f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs visible\n"
     )
-    print("| n | k | d | covariances | reference ms | fused ms | reference / fused |")
-    print("|---:|---:|---:|:---|---:|---:|---:|")
+    print(
+        "| n | k | d | covariances | reference ms | fused ms | reference / fused "
+        "| reference CPU ms | fused CPU ms | CPU ratio |"
+    )
+    print("|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|")
     for size, covariances in cases:
         inputs = make_inputs(*size, covariances)
         fused = make_step(ops.soft_assignment, inputs)
         baseline = make_step(reference.soft_assignment, inputs)
         check_same(fused(*inputs), baseline(*inputs), size)
-        fused_s = median_seconds(fused, inputs, args.repeats)
-        baseline_s = median_seconds(baseline, inputs, args.repeats)
+        fused_s, fused_cpu = median_seconds(fused, inputs, args.repeats)
+        baseline_s, baseline_cpu = median_seconds(baseline, inputs, args.repeats)
         n, k, d = size
         print(
             f"| {n} | {k} | {d} | {'yes' if covariances else 'no'} | "
             f"{1e3 * baseline_s:.2f} | {1e3 * fused_s:.2f} | "
-            f"{baseline_s / fused_s:.2f} |"
+            f"{baseline_s / fused_s:.2f} | {1e3 * baseline_cpu:.2f} | "
+            f"{1e3 * fused_cpu:.2f} | {baseline_cpu / fused_cpu:.2f} |"
+        )
+
+    if not args.chain:
+        return
+    print("\n| n | k | d | pairwise ms | soft assignment ms | both ms |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for size in SIZES:
+        pairwise_s, soft_s, chain_s = time_chain(size, args.repeats)
+        n, k, d = size
+        print(
+            f"| {n} | {k} | {d} | {1e3 * pairwise_s:.2f} | {1e3 * soft_s:.2f} | "
+            f"{1e3 * chain_s:.2f} |"
         )
 
 

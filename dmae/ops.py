@@ -153,9 +153,7 @@ def pairwise_dissimilarity(x, y, kind="euclidean", param=None, name=None):
             )
         if param is None:
             if kind in _PARAM_MEANING:
-                raise ValueError(
-                    f"kind '{kind}' needs param ({_PARAM_MEANING[kind]})"
-                )
+                raise ValueError(f"kind '{kind}' needs param ({_PARAM_MEANING[kind]})")
             param = tf.zeros([0], dtype=x.dtype)
         param = tf.cast(_as_float_tensor(param, "param"), x.dtype)
         _validate_pairwise_shapes(kind, x, y, param)

@@ -228,8 +228,8 @@ def test_values_with_all_weights_zero():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.name)
 def test_large_alpha_distance_is_one_hot(dtype):
-    # α·D = 1e10 overflows a naive exp in every dtype; the max-shifted
-    # softmax gives a one-hot row and zero gradients for D, π and α.
+    # At α·D = 1e10 a softmax without the max shift computes 0/0. The
+    # shifted one gives a one-hot row and zero gradients for D, π and α.
     # float16 cannot hold 1e6, so it gets 6e4 with α = 1e4 (α·D = 6e8).
     big = 6e4 if dtype == tf.float16 else 1e6
     distance = tf.constant([[0.0, big, big], [big, big, 0.5 * big]], dtype)
@@ -259,8 +259,8 @@ def test_large_alpha_distance_is_one_hot(dtype):
 
 
 def test_tie_at_large_scale_splits_evenly():
-    # Two clusters at α·D = 1e10 (exact in float32) tie; the third is 1e4
-    # further in logit, so exp(-1e4) = 0.
+    # Two clusters tie at α·D = 1e10, which float32 holds exactly. The third
+    # is 1e4 further in logit, so exp(-1e4) = 0.
     distance = tf.constant([[1e6, 1e6, 1e6 + 1.0]], tf.float32)
     s, _, _ = ops.soft_assignment(distance, tf.zeros([3, 1]), tf.ones([3]), 1e4)
     np.testing.assert_array_equal(s.numpy(), [[0.5, 0.5, 0.0]])

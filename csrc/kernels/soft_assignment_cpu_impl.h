@@ -85,9 +85,10 @@ void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
 constexpr int kTileRows = 4;
 constexpr int kTileCols = 16;
 
-// 32-byte vectors of GCC and Clang. Written out because the compilers'
-// own vectorizer packs this tile across rows and spills it; each lane
-// still computes acc += a·b on its own, so the bits match the scalar loop.
+// 32-byte vectors of GCC and Clang, written out because GCC's own
+// vectorizer packs this tile across rows and spills it to the stack. Each
+// lane still computes acc += a·b on its own, so the bits match the scalar
+// loop.
 template <typename T>
 struct Vector {
   typedef T type __attribute__((vector_size(32)));
@@ -201,12 +202,19 @@ T DotSparse(const T* g, const T* row, int64_t width) {
   return acc;
 }
 
-// rows (k×width) transposed to width×k.
+// Columns of the transposed centers: k rounded up to whole tiles, so the
+// backward dots never take the scalar partial tile.
+inline int64_t PaddedClusters(int64_t k) {
+  return (k + kTileCols - 1) / kTileCols * kTileCols;
+}
+
+// rows (k×width) transposed to width×PaddedClusters(k), zero-padded.
 template <typename T>
 std::vector<T> Transpose(const T* rows, int64_t k, int64_t width) {
-  std::vector<T> t(static_cast<size_t>(k * width));
+  const int64_t kp = PaddedClusters(k);
+  std::vector<T> t(static_cast<size_t>(kp * width), T(0));
   for (int64_t j = 0; j < k; ++j) {
-    for (int64_t f = 0; f < width; ++f) t[f * k + j] = rows[j * width + f];
+    for (int64_t f = 0; f < width; ++f) t[f * kp + j] = rows[j * width + f];
   }
   return t;
 }
@@ -255,8 +263,8 @@ namespace {
 // Per-row pass of the backward: recomputes S[i, :], the total gradient
 // reaching each S[i, j], and dL/dz. Writes S and dL/dz into the n×k scratch
 // buffers, dL/dD into the output, and Σ_j dL/dz[i,j]·D[i,j] into
-// alpha_terms[i]. centers_t (d×k) and covariances_t (d²×k, or empty) are
-// the centers and covariances transposed.
+// alpha_terms[i]. centers_t (d×kp) and covariances_t (d²×kp, or empty) are
+// the centers and covariances transposed by Transpose.
 template <typename T>
 void BackwardRows(const SoftAssignmentInputs<T>& in,
                   const SoftAssignmentUpstream<T>& up,
@@ -271,8 +279,9 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
       k * (30 + 2 * d + (with_covariances ? 2 * dd : 0));
 
   parallel_for(units, cost_per_row * kRowsPerUnit, [&](int64_t b, int64_t e) {
-    std::vector<T> total(static_cast<size_t>(kRowsPerUnit * k));
-    std::vector<T> total_cov(static_cast<size_t>(kRowsPerUnit * k));
+    const int64_t kp = PaddedClusters(k);
+    std::vector<T> total(static_cast<size_t>(kRowsPerUnit * kp));
+    std::vector<T> total_cov(static_cast<size_t>(kRowsPerUnit * kp));
     for (int64_t unit = b; unit < e; ++unit) {
       const int64_t i0 = unit * kRowsPerUnit;
       const int64_t rows = std::min(kRowsPerUnit, n - i0);
@@ -289,12 +298,12 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
       const T* g_centers = up.soft_centers + i0 * d;
       const T* g_cov = with_covariances ? up.soft_covariances + i0 * dd : nullptr;
       if (nonzero * 8 > rows * k) {
-        OrderedProduct(g_centers, d, 1, centers_t.data(), k, rows, k, d,
-                       total.data(), k);
+        OrderedProduct(g_centers, d, 1, centers_t.data(), kp, rows, kp, d,
+                       total.data(), kp);
         if (with_covariances) {
-          OrderedProduct(g_cov, dd, 1, covariances_t.data(), k, rows, k, dd,
-                         total_cov.data(), k);
-          for (int64_t m = 0; m < rows * k; ++m) total[m] += total_cov[m];
+          OrderedProduct(g_cov, dd, 1, covariances_t.data(), kp, rows, kp, dd,
+                         total_cov.data(), kp);
+          for (int64_t m = 0; m < rows * kp; ++m) total[m] += total_cov[m];
         }
       } else {
         for (int64_t r = 0; r < rows; ++r) {
@@ -304,7 +313,7 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
             if (with_covariances) {
               value += DotSparse(g_cov + r * dd, in.covariances + j * dd, dd);
             }
-            total[r * k + j] = value;
+            total[r * kp + j] = value;
           }
         }
       }
@@ -312,7 +321,7 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r;
         const T* si = s + r * k;
-        T* ti = total.data() + r * k;
+        T* ti = total.data() + r * kp;
         T mean = T(0);
         for (int64_t j = 0; j < k; ++j) {
           if (si[j] == T(0)) continue;
@@ -366,8 +375,8 @@ void BackwardCenters(const SoftAssignmentInputs<T>& in,
         OrderedProduct(assignments + j0, 1, k, up.soft_covariances, dd,
                        centers, dd, n, out.covariances + j0 * dd, dd);
       }
-      // dπ_j = dL/dπ̃ path + dL/dz path (dz/dπ_j = 1/π_j); 0 where
-      // π_j <= 0, because those clusters take no part in S or π̃.
+      // dπ_j is the π̃ path plus the logit path (dz/dπ_j = 1/π_j). It is 0
+      // where π_j <= 0, because those clusters take no part in S or π̃.
       for (int64_t j = j0; j < j0 + centers; ++j) {
         T mixer_term = T(0), logit_term = T(0);
         for (int64_t i = 0; i < n; ++i) {
