@@ -4,7 +4,8 @@ Times one forward and backward pass (gradients for every input) inside
 tf.function, after checking that both return the same values, and prints a
 markdown table of medians and ratios. Run from the repository root:
 
-    python -m benchmarks.soft_assignment [--repeats 7] [--covariances] [--chain]
+    python -m benchmarks.soft_assignment [--repeats 7] [--threads N]
+        [--covariances] [--chain]
 
 --chain also times the pairwise op that produces the distances, alone and
 followed by the soft assignment, to bound what fusing the two could save:
@@ -116,6 +117,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per case")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow intra-op threads (0: TensorFlow's default)",
+    )
+    parser.add_argument(
         "--covariances", action="store_true", help="also time the covariance variant"
     )
     parser.add_argument(
@@ -124,6 +131,7 @@ def main():
         help="also time pairwise squared_euclidean followed by the soft assignment",
     )
     args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
     cases = [(size, False) for size in SIZES]
     if args.covariances:
@@ -132,7 +140,7 @@ def main():
         f"float32, forward + backward, median of {args.repeats} runs; ratios above "
         f"1 mean the fused op is faster; "
         f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs visible\n"
+        f"{os.cpu_count()} CPUs visible, intra-op threads {args.threads or 'default'}\n"
     )
     print(
         "| n | k | d | covariances | reference ms | fused ms | reference / fused "
