@@ -6,6 +6,10 @@ It runs the C++ op Dmae>PairwiseDissimilarity, or its pure-TF reference in
 dmae.reference when DMAE_OPS=reference. Both reject bad input with a
 ValueError here when shapes are known while the graph is built, and the op
 raises InvalidArgumentError for shapes only known at run time.
+
+soft_assignment(distance, centers, mixers, alpha, covariances) turns the
+[n, k] dissimilarities into soft assignments S and the S-weighted centers,
+mixing weights and, optionally, covariances, through Dmae>SoftAssignment.
 """
 
 import numpy as np
@@ -170,29 +174,133 @@ def _pairwise_dissimilarity_grad(op, grad):
     )
 
 
+def _validate_soft_assignment_shapes(distance, centers, mixers, alpha, covariances):
+    """Raise ValueError for shapes the op would reject, as far as known.
+
+    The messages match the op's (csrc/kernels/soft_assignment.h).
+    """
+    if distance.shape.rank is not None and distance.shape.rank != 2:
+        raise ValueError(
+            "distance must be a matrix of shape [n, k], but has shape "
+            + _shape_string(distance.shape)
+        )
+    if centers.shape.rank is not None and centers.shape.rank != 2:
+        raise ValueError(
+            "centers must be a matrix of shape [k, d], but has shape "
+            + _shape_string(centers.shape)
+        )
+    if alpha.shape.rank is not None and alpha.shape.rank != 0:
+        raise ValueError(
+            "alpha must be a scalar (shape []), but has shape "
+            + _shape_string(alpha.shape)
+        )
+    k = d = None
+    if centers.shape.rank == 2:
+        k, d = centers.shape
+    if distance.shape.rank == 2 and not _compatible([distance.shape[1]], [k]):
+        raise ValueError(
+            f"distance has shape {_shape_string(distance.shape)} and centers has "
+            f"shape {_shape_string(centers.shape)}, but distance must have one "
+            f"column per center (k = {k})"
+        )
+    if k is None and distance.shape.rank == 2:
+        k = distance.shape[1]
+    if mixers.shape.rank is not None and not _compatible(mixers.shape, [k]):
+        raise ValueError(
+            f"mixers must have shape [k] = {_shape_string([k])}, one weight per "
+            f"center, but has shape {_shape_string(mixers.shape)}"
+        )
+    if covariances is None or covariances.shape.rank is None:
+        return
+    if not _compatible(covariances.shape, [k, d, d]):
+        raise ValueError(
+            f"covariances must have shape [k, d, d] = {_shape_string([k, d, d])}, "
+            "one d×d matrix per center, but has shape "
+            + _shape_string(covariances.shape)
+        )
+
+
+def _compatible(shape, expected) -> bool:
+    """True when two shapes can be equal, reading None as any size."""
+    shape, expected = list(shape), list(expected)
+    if len(shape) != len(expected):
+        return False
+    pairs = zip(shape, expected, strict=True)
+    return all(a is None or b is None or a == b for a, b in pairs)
+
+
+def _as_dtype_of(value, name, dtype):
+    tensor = _as_float_tensor(value, name)
+    return tf.cast(tensor, dtype) if tensor.dtype != dtype else tensor
+
+
 def soft_assignment(distance, centers, mixers, alpha, covariances=None, name=None):
     """Return the soft assignments and the quantities weighted by them.
 
     S[i, :] = softmax(-alpha * distance[i, :] + log π⁺) with π⁺ = max(π, 0),
-    so a cluster whose mixing weight is <= 0 gets S = 0; when no weight is
-    positive the weights are ignored and S = softmax(-alpha * distance).
+    so a cluster whose mixing weight is <= 0 gets S = 0 and gradient 0; when
+    no weight is positive the weights are ignored and
+    S = softmax(-alpha * distance). Runs the C++ op Dmae>SoftAssignment, or
+    dmae.reference.soft_assignment when DMAE_OPS=reference.
 
     Args:
-      distance: [n, k] dissimilarities to the k centers.
+      distance: [n, k] dissimilarities to the k centers (float16 and bfloat16
+        are computed in float32).
       centers: [k, d].
       mixers: [k] mixing weights π.
       alpha: scalar inverse temperature (a tensor, so it can be annealed).
       covariances: optional [k, d, d].
 
+    The other inputs are cast to the dtype of distance. Gradients flow to all
+    five inputs through Dmae>SoftAssignmentGrad, which recomputes S from
+    distance, mixers and alpha instead of keeping it.
+
     Returns:
       (S [n, k], S·centers [n, d], S·π⁺ [n]), plus Σ_j S[i, j] covariances[j]
       ([n, d, d]) when covariances is given.
+
+    Raises:
+      ValueError: for a non-float dtype or shapes the op rejects, as far as
+        they are known while the graph is built; the op raises
+        InvalidArgumentError with the same message for shapes only known at
+        run time.
     """
-    # TODO: replace with the fused soft-assignment op; this runs the
-    # pure-TF reference for now.
     with tf.name_scope(name or "soft_assignment"):
         distance = _as_float_tensor(distance, "distance")
-        centers = tf.convert_to_tensor(centers, dtype=distance.dtype)
-        mixers = tf.convert_to_tensor(mixers, dtype=distance.dtype)
-        alpha = tf.convert_to_tensor(alpha, dtype=distance.dtype)
-        return reference.soft_assignment(distance, centers, mixers, alpha, covariances)
+        centers = _as_dtype_of(centers, "centers", distance.dtype)
+        mixers = _as_dtype_of(mixers, "mixers", distance.dtype)
+        alpha = _as_dtype_of(alpha, "alpha", distance.dtype)
+        if covariances is not None:
+            covariances = _as_dtype_of(covariances, "covariances", distance.dtype)
+        _validate_soft_assignment_shapes(distance, centers, mixers, alpha, covariances)
+        if _ops.use_reference():
+            return reference.soft_assignment(
+                distance, centers, mixers, alpha, covariances
+            )
+        with_covariances = covariances is not None
+        if not with_covariances:
+            covariances = tf.zeros([0], dtype=distance.dtype)
+        outputs = _ops.load_library().dmae_soft_assignment(
+            distance,
+            centers,
+            mixers,
+            alpha,
+            covariances,
+            with_covariances=with_covariances,
+        )
+        if with_covariances:
+            return tuple(outputs)
+        return tuple(outputs[:3])
+
+
+@tf.RegisterGradient("Dmae>SoftAssignment")
+def _soft_assignment_grad(op, *grads):
+    # An output that no loss reaches gets None here in graph mode; the op
+    # needs a tensor, so it gets zeros of that output's shape.
+    grads = [
+        tf.zeros_like(output) if grad is None else grad
+        for grad, output in zip(grads, op.outputs, strict=True)
+    ]
+    return _ops.load_library().dmae_soft_assignment_grad(
+        *grads, *op.inputs, with_covariances=op.get_attr("with_covariances")
+    )

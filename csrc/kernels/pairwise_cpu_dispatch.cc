@@ -1,6 +1,6 @@
 // Picks the pairwise CPU loops built for the widest instruction set this CPU
-// supports. Every variant runs the same sequential sums with floating-point
-// contraction off, so all of them return bit-identical results.
+// supports (cpu_isa.h).
+#include "csrc/kernels/cpu_isa.h"
 #include "csrc/kernels/pairwise_cpu.h"
 
 namespace dmae {
@@ -19,25 +19,6 @@ DMAE_DECLARE_ISA(avx2)
 DMAE_DECLARE_ISA(avx512)
 #undef DMAE_DECLARE_ISA
 
-namespace {
-
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
-Isa DetectIsa() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2")) return Isa::kAvx2;
-#endif
-  return Isa::kBaseline;
-}
-
-Isa CachedIsa() {
-  static const Isa isa = DetectIsa();
-  return isa;
-}
-
-}  // namespace
 }  // namespace cpu
 
 template <typename T>
