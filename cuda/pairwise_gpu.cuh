@@ -21,8 +21,9 @@
 // features run in the same order as on CPU, and the kernels are compiled
 // without FMA contraction (--fmad=false) to match the CPU build's
 // -ffp-contract=off. CPU and GPU still differ by a few ulps where the device
-// pow, log or sqrt rounds differently from glibc, and in dL/dy when n spans
-// several row chunks, because the partials are added in a different grouping.
+// pow or log rounds differently from glibc (sqrt and division are correctly
+// rounded on both), and in dL/dy when n spans several row chunks, because
+// the partials are added in a different grouping.
 //
 // Precision and tensor cores: the euclidean family (euclidean, squared,
 // toroidal), manhattan, chebyshev and minkowski are computed from the
