@@ -1,11 +1,11 @@
 // CUDA kernels of the pairwise dissimilarity op (see pairwise_gpu.cuh for
 // the contract, the determinism rules and the precision choices).
 //
-// Forward (PairTileKernel): a block of 16×16 threads owns a 64-row × 64-center
-// tile of D, each thread 4 rows × 4 centers held in registers. The feature
-// dimension is streamed through shared memory 16 columns at a time, so
-// nothing n×k×d is stored and each D[i,j] is a sequential sum over features,
-// in the CPU's order.
+// Forward (PairTileKernel): a block of 16×16 threads owns a tile of D of 64
+// rows × 64 centers, and each thread keeps 4 rows × 4 centers in registers.
+// The feature dimension is streamed through shared memory 16 columns at a
+// time, so nothing n×k×d is stored and each D[i,j] is a sequential sum over
+// features, in the CPU's order.
 //
 // Backward (GradTileKernel): the same tiling over one side's gradient, e.g.
 // dL/dx as 64 rows × 64 features per block, reducing over the other side's
@@ -106,7 +106,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   for (int64_t f0 = 0; f0 < d; f0 += kStage) {
-    const int width = static_cast<int>(min(static_cast<int64_t>(kStage), d - f0));
+    const int width =
+        static_cast<int>(min(static_cast<int64_t>(kStage), d - f0));
     for (int e = tid; e < kStage * kTile; e += kThreads) {
       const int m = e / kStage;
       const int s = e % kStage;
@@ -455,8 +456,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     for (int sb = 0; sb < width; ++sb) {
-      // Columns past d hold zeros and are never stored; their feature index
-      // is clamped so per-feature parameters (the periods) stay in bounds.
+      // Columns past d contain zeros and are never stored. Their feature index
+      // is clamped, so per-feature parameters (the periods) stay in bounds.
       T ov[kPerThread];
 #pragma unroll
       for (int c = 0; c < kPerThread; ++c) ov[c] = os[sb][tx + c * kBlockSide];
@@ -736,14 +737,16 @@ struct KullbackLeiblerGradYOp {
 // Mahalanobis: one thread per output element, loops in the CPU's order.
 // ---------------------------------------------------------------------------
 
-// D[i,j] = max(0, Σ_f u_f Σ_e u_e cov_j[e,f]), grid.y = j.
+// D[i,j] = max(0, Σ_f u_f Σ_e u_e cov_j[e,f]). Threads run over i fastest,
+// so the threads of a block mostly share one center and its matrix.
 template <typename T>
 __global__ void MahalanobisForwardKernel(const T* x, const T* y, const T* cov,
                                          int64_t n, int64_t k, int64_t d,
                                          T* out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t j = blockIdx.y;
-  if (i >= n) return;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= n * k) return;
+  const int64_t i = t % n;
+  const int64_t j = t / n;
   const T* xi = x + i * d;
   const T* yj = y + j * d;
   const T* cj = cov + j * d * d;
@@ -873,9 +876,9 @@ ForwardBuffers<T> CarveForward(Kind kind, int64_t n, int64_t k,
   return b;
 }
 
-#define DMAE_RETURN_IF_CUDA_ERROR(expr)     \
-  do {                                      \
-    const cudaError_t _status = (expr);     \
+#define DMAE_RETURN_IF_CUDA_ERROR(expr)         \
+  do {                                          \
+    const cudaError_t _status = (expr);         \
     if (_status != cudaSuccess) return _status; \
   } while (0)
 
@@ -888,17 +891,20 @@ cudaError_t Forward(const PairwiseInputs<T>& in, T* out, void* workspace,
   const ForwardBuffers<T> b = CarveForward<T>(in.kind, n, k, &space);
   switch (in.kind) {
     case Kind::kEuclidean:
-      return LaunchPairTile(MakeReduceOp(SquaredDiffStep<T>(), SqrtSum(), out, k),
-                            in.x, in.y, n, k, d, stream);
+      return LaunchPairTile(
+          MakeReduceOp(SquaredDiffStep<T>(), SqrtSum(), out, k), in.x, in.y,
+          n, k, d, stream);
     case Kind::kSquaredEuclidean:
-      return LaunchPairTile(MakeReduceOp(SquaredDiffStep<T>(), KeepSum(), out, k),
-                            in.x, in.y, n, k, d, stream);
+      return LaunchPairTile(
+          MakeReduceOp(SquaredDiffStep<T>(), KeepSum(), out, k), in.x, in.y,
+          n, k, d, stream);
     case Kind::kManhattan:
       return LaunchPairTile(MakeReduceOp(AbsDiffStep<T>(), KeepSum(), out, k),
                             in.x, in.y, n, k, d, stream);
     case Kind::kChebyshev:
-      return LaunchPairTile(MakeReduceOp(MaxAbsDiffStep<T>(), KeepSum(), out, k),
-                            in.x, in.y, n, k, d, stream);
+      return LaunchPairTile(
+          MakeReduceOp(MaxAbsDiffStep<T>(), KeepSum(), out, k), in.x, in.y,
+          n, k, d, stream);
     case Kind::kToroidalEuclidean:
       return LaunchPairTile(
           MakeReduceOp(WrappedSquaredDiffStep<T>{in.param}, SqrtSum(), out, k),
@@ -929,13 +935,10 @@ cudaError_t Forward(const PairwiseInputs<T>& in, T* out, void* workspace,
           MakeReduceOp(DotStep<T>(), KullbackLeiblerFinishFn<T>{b.neg_entropy},
                        out, k, LogClamped()),
           in.x, in.y, n, k, d, stream);
-    case Kind::kMahalanobis: {
-      const dim3 grid(static_cast<unsigned>(CeilDiv(n, kLinearThreads)),
-                      static_cast<unsigned>(k));
-      MahalanobisForwardKernel<<<grid, kLinearThreads, 0, stream>>>(
-          in.x, in.y, in.param, n, k, d, out);
+    case Kind::kMahalanobis:
+      MahalanobisForwardKernel<<<LinearGrid(n * k), kLinearThreads, 0,
+                                 stream>>>(in.x, in.y, in.param, n, k, d, out);
       return cudaGetLastError();
-    }
   }
   return cudaErrorInvalidValue;
 }
@@ -1007,7 +1010,8 @@ cudaError_t BackwardDifference(const PairwiseInputs<T>& in, const T* grad,
   DifferenceGradOp<T, Policy, true> x_op{policy, grad,  dist,    k,
                                          d,      out.x, nullptr, nullptr};
   DMAE_RETURN_IF_CUDA_ERROR(LaunchGradTile(x_op, in.x, in.y, n, k, d,
-                                           /*chunked=*/false, NoPartial<T>(), stream));
+                                           /*chunked=*/false, NoPartial<T>(),
+                                           stream));
   DifferenceGradOp<T, Policy, false> y_op{policy, grad,  dist,    k,
                                           d,      out.y, nullptr, nullptr};
   return LaunchGradTile(y_op, in.y, in.x, k, n, d, /*chunked=*/true,
@@ -1068,8 +1072,8 @@ cudaError_t Backward(const PairwiseInputs<T>& in, const T* grad,
           MakeReduceOp(MaxAbsDiffStep<T>(), KeepSum(), b.pair_a, k), in.x,
           in.y, n, k, d, stream));
       DMAE_RETURN_IF_CUDA_ERROR(LaunchPairTile(
-          MinkowskiExponentOp<T>{b.pair_a, grad, k, in.param}, in.x, in.y, n, k, d,
-          stream));
+          MinkowskiExponentOp<T>{b.pair_a, grad, k, in.param}, in.x, in.y, n,
+          k, d, stream));
       RowSumKernel<<<LinearGrid(n), kLinearThreads, 0, stream>>>(
           b.pair_a, n, k, b.row_values);
       DMAE_RETURN_IF_CUDA_ERROR(cudaGetLastError());

@@ -1,6 +1,6 @@
 // CUDA launchers of the pairwise dissimilarity op, free of any framework.
 //
-// Forward:  D[i,j] = dis(x_i, y_j)                      x: n×d, y: k×d, D: n×k
+// Forward:  D[i,j] = dis(x_i, y_j)                   x: n×d, y: k×d, D: n×k
 // Backward: given G = dL/dD (n×k) and D, the gradients dL/dx (n×d),
 //           dL/dy (k×d) and dL/dparam (the shape of param).
 //

@@ -255,7 +255,9 @@ void CheckEdgeCases() {
     const Results<T> r = RunGpu(pb);
     const bool zero = r.distance[0] == T(0) && r.grad_x[0] == T(0) &&
                       r.grad_x[1] == T(0) && r.grad_y[2] == T(0);
-    Expect(zero, (KindName(kind) + " of equal points is 0, gradient 0").c_str());
+    const std::string what =
+        KindName(kind) + " of equal points is 0, gradient 0";
+    Expect(zero, what.c_str());
   }
   {
     // Chebyshev ties: x = (1, -1, 0.5), y = 0, so D = 1 and the gradient
