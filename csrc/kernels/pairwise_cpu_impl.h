@@ -467,10 +467,7 @@ struct MinkowskiGrad {
     *state = dist > T(0) ? T(1) / dist : T(0);
     return dist > T(0) ? g : T(0);
   }
-  T Phi(T u, T inv_dist) const {
-    const T a = std::fabs(u) * inv_dist;
-    return a > T(0) ? SignOf(u) * std::pow(a, p - T(1)) : T(0);
-  }
+  T Phi(T u, T inv_dist) const { return MinkowskiSlope(u, inv_dist, p); }
 };
 
 // The subgradient of max_f |u_f| split equally among the tied features. The
@@ -494,7 +491,7 @@ struct ChebyshevGrad {
     *state = m;
     return g / static_cast<T>(ties);
   }
-  T Phi(T u, T m) const { return std::fabs(u) == m ? SignOf(u) : T(0); }
+  T Phi(T u, T m) const { return ChebyshevSlope(u, m); }
 
   static int64_t CountTies(const T* xi, const T* yj, int64_t d, T m) {
     int64_t ties = 0;
@@ -592,8 +589,7 @@ T MinkowskiExponentGradient(const PairwiseInputs<T>& in, const T* grad,
             s_log += vp * std::log(v);
           }
         }
-        const T dist = m * std::pow(s, T(1) / p);
-        total += g * dist * (s_log / (p * s) - std::log(s) / (p * p));
+        total += MinkowskiExponentTerm(g, m, s, s_log, p);
       }
       row_partials[i] = total;
     }
@@ -669,8 +665,7 @@ void BackwardKullbackLeibler(const PairwiseInputs<T>& in, const T* grad,
       }
       const T* pi = in.x + i * d;
       for (int64_t f = 0; f < d; ++f) {
-        const T slope = SafeLog(pi[f]) + (pi[f] > tiny ? T(1) : T(0));
-        gp[f] += grad_sum * slope;
+        gp[f] += grad_sum * KullbackLeiblerSlope(pi[f]);
       }
     }
   });

@@ -124,6 +124,39 @@ DMAE_HOST_DEVICE T CosineFinish(T dot, T norm_x, T norm_y) {
   return T(1) - c;
 }
 
+// Per-feature slopes of the backward passes, dD/du_f up to a per-pair
+// weight that the caller folds in.
+
+// Minkowski: sign(u_f) (|u_f| / D)^(p-1), given inv_dist = 1 / D. |u_f| <= D,
+// so the power never overflows.
+template <typename T>
+DMAE_HOST_DEVICE T MinkowskiSlope(T u, T inv_dist, T p) {
+  const T a = std::fabs(u) * inv_dist;
+  return a > T(0) ? SignOf(u) * std::pow(a, p - T(1)) : T(0);
+}
+
+// Chebyshev: sign(u_f) on the features where |u_f| reaches the maximum m.
+template <typename T>
+DMAE_HOST_DEVICE T ChebyshevSlope(T u, T m) {
+  return std::fabs(u) == m ? SignOf(u) : T(0);
+}
+
+// Kullback-Leibler: d(P_f log P_f)/dP_f = log P_f + 1, with the log clamped
+// as in SafeLog and the +1 dropped where the clamp is active.
+template <typename T>
+DMAE_HOST_DEVICE T KullbackLeiblerSlope(T pv) {
+  return SafeLog(pv) + (pv > Tiny<T>::value ? T(1) : T(0));
+}
+
+// g * dD/dp of minkowski for one pair. With m = max|u|, v = |u|/m,
+// s = Σ v^p and s_log = Σ v^p log v: D = m s^(1/p) and
+// dD/dp = D (s_log / (p s) - log s / p²).
+template <typename T>
+DMAE_HOST_DEVICE T MinkowskiExponentTerm(T g, T m, T s, T s_log, T p) {
+  const T dist = m * std::pow(s, T(1) / p);
+  return g * dist * (s_log / (p * s) - std::log(s) / (p * p));
+}
+
 }  // namespace dmae
 
 #endif  // DMAE_CSRC_KERNELS_PAIRWISE_MATH_H_
