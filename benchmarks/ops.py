@@ -13,12 +13,20 @@ Every competitor is first checked against the float64 reference. The table
 reports the median time over the repetitions, the spread (interquartile
 range) and each competitor's time divided by the fused op's, all measured in
 this one process.
+
+With --memory, each competitor's forward+backward instead runs once in a
+fresh subprocess per case, and the table reports how far it raised the
+process's peak resident memory above the peak after the inputs were built.
 """
 
 import argparse
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -149,6 +157,33 @@ def check(kind, name, forward, inputs, dtype):
         raise AssertionError(f"{name} {kind}: relative error {error:.3g} > {limit}")
 
 
+def peak_memory_mb(kind, n, k, d, dtype, name):
+    """Extra peak RSS of one forward+backward of `name`, in MiB, measured in
+    this process; meant to run in a fresh subprocess."""
+    inputs = make_inputs(kind, n, k, d, dtype)
+    function, jit = competitors(kind)[name]
+    _, backward = forward_and_backward(function, jit)
+    # Trace and compile on a tiny batch so the measured call only runs.
+    tiny = make_inputs(kind, 2, k, d, dtype)
+    tf.nest.map_structure(lambda t: t.numpy(), backward(*tiny))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tf.nest.map_structure(lambda t: t.numpy(), backward(*inputs))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (after - before) / 1024
+
+
+def run_memory_case(kind, shape, dtype_name, name):
+    job = json.dumps({"kind": kind, "shape": shape, "dtype": dtype_name, "name": name})
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ops", "--memory-worker", job],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        return float("nan")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def machine_line():
     model = platform.processor() or platform.machine()
     try:
@@ -186,11 +221,23 @@ def main(argv=None):
         help="comma-separated subset of fused,upstream,reference,xla",
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="report extra peak memory (MiB) of forward+backward instead of time",
+    )
+    parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument(
         "--min-seconds", type=float, default=None, help="time per case, seconds"
     )
     args = parser.parse_args(argv)
+
+    if args.memory_worker:
+        job = json.loads(args.memory_worker)
+        dtype = tf.as_dtype(job["dtype"])
+        print(peak_memory_mb(job["kind"], *job["shape"], dtype, job["name"]))
+        return
 
     dtype = tf.as_dtype(args.dtype)
     shapes = (
@@ -208,6 +255,24 @@ def main(argv=None):
 
     print(f"Machine: {machine_line()}; dtype {args.dtype}")
     print()
+    if args.memory:
+        print("| kind | n×k×d | competitor | extra peak MiB | × fused |")
+        print("|---|---|---|---|---|")
+        for kind in args.kinds.split(","):
+            for shape in shapes:
+                peaks = {
+                    name: run_memory_case(kind, shape, args.dtype, name)
+                    for name in chosen
+                }
+                base = peaks.get("fused", float("nan"))
+                for name, peak in peaks.items():
+                    ratio = peak / base if base > 0 else float("nan")
+                    print(
+                        f"| {kind} | {'×'.join(map(str, shape))} | {name} | "
+                        f"{peak:.1f} | {ratio:.2f} |",
+                        flush=True,
+                    )
+        return
     print("| kind | n×k×d | pass | competitor | median ms | IQR ms | × fused |")
     print("|---|---|---|---|---|---|---|")
     for kind in args.kinds.split(","):
