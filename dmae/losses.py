@@ -24,43 +24,18 @@ import keras
 import tensorflow as tf
 
 from dmae import normalizers
-
-_TINY = {
-    tf.float16: 6.103515625e-05,
-    tf.bfloat16: 1.1754943508222875e-38,
-    tf.float32: 1.1754943508222875e-38,
-    tf.float64: 2.2250738585072014e-308,
-}
-
-
-def _safe_sqrt(s):
-    positive = s > 0
-    return tf.where(positive, tf.sqrt(tf.where(positive, s, tf.ones_like(s))), 0)
+from dmae.reference import TINY, minkowski_of_differences, safe_sqrt
 
 
 def _safe_log(values):
     return tf.math.log(
-        tf.maximum(values, tf.constant(_TINY[values.dtype], values.dtype))
+        tf.maximum(values, tf.constant(TINY[values.dtype], values.dtype))
     )
 
 
-def _rowwise_minkowski(u, p):
-    magnitude = tf.abs(u)
-    scale = tf.reduce_max(magnitude, axis=-1, keepdims=True)
-    nonzero = scale > 0
-    safe_scale = tf.where(nonzero, scale, tf.ones_like(scale))
-    ratio = magnitude / safe_scale
-    positive = ratio > 0
-    powers = tf.where(positive, tf.pow(tf.where(positive, ratio, 1), p), 0)
-    total = tf.reduce_sum(powers, axis=-1)
-    nonzero = nonzero[..., 0]
-    safe_total = tf.where(nonzero, total, tf.ones_like(total))
-    return tf.where(nonzero, safe_scale[..., 0] * tf.pow(safe_total, 1 / p), 0)
-
-
 def _rowwise_cosine(x, y):
-    norm_x = _safe_sqrt(tf.reduce_sum(tf.square(x), axis=-1))
-    norm_y = _safe_sqrt(tf.reduce_sum(tf.square(y), axis=-1))
+    norm_x = safe_sqrt(tf.reduce_sum(tf.square(x), axis=-1))
+    norm_y = safe_sqrt(tf.reduce_sum(tf.square(y), axis=-1))
     nonzero = tf.logical_and(norm_x > 0, norm_y > 0)
     safe_x = tf.where(norm_x > 0, norm_x, tf.ones_like(norm_x))
     safe_y = tf.where(norm_y > 0, norm_y, tf.ones_like(norm_y))
@@ -104,7 +79,7 @@ def rowwise_dissimilarity(X, Y, kind="euclidean", param=None):
     u = X - Y
     if kind in ("euclidean", "squared_euclidean"):
         squared = tf.reduce_sum(tf.square(u), axis=-1)
-        return squared if kind == "squared_euclidean" else _safe_sqrt(squared)
+        return squared if kind == "squared_euclidean" else safe_sqrt(squared)
     if kind == "manhattan":
         return tf.reduce_sum(tf.abs(u), axis=-1)
     if kind == "chebyshev":
@@ -113,7 +88,7 @@ def rowwise_dissimilarity(X, Y, kind="euclidean", param=None):
         p = tf.get_static_value(tf.convert_to_tensor(param))
         if p is not None and not p >= 1:
             raise ValueError(f"p of minkowski must be >= 1, but is {p:g}")
-        return _rowwise_minkowski(u, tf.cast(param, X.dtype))
+        return minkowski_of_differences(u, tf.cast(param, X.dtype))
     if kind == "cosine":
         return _rowwise_cosine(X, Y)
     if kind == "mahalanobis":
@@ -122,7 +97,7 @@ def rowwise_dissimilarity(X, Y, kind="euclidean", param=None):
     if kind == "toroidal_euclidean":
         period = _period(param, X)
         wrapped = u - period * tf.round(u / period)
-        return _safe_sqrt(tf.reduce_sum(tf.square(wrapped), axis=-1))
+        return safe_sqrt(tf.reduce_sum(tf.square(wrapped), axis=-1))
     if kind == "kullback_leibler":
         return _rowwise_kullback_leibler(X, Y)
     raise ValueError(

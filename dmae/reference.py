@@ -23,7 +23,7 @@ is the memory cost the fused ops avoid.
 import tensorflow as tf
 
 
-def _safe_sqrt(s):
+def safe_sqrt(s):
     """sqrt(s) with value and gradient 0 at s = 0."""
     positive = s > 0
     return tf.where(positive, tf.sqrt(tf.where(positive, s, tf.ones_like(s))), 0)
@@ -34,7 +34,7 @@ def _differences(x, y):
 
 
 # The smallest normal number of each dtype.
-_TINY = {
+TINY = {
     tf.float16: 6.103515625e-05,
     tf.bfloat16: 1.1754943508222875e-38,
     tf.float32: 1.1754943508222875e-38,
@@ -43,7 +43,7 @@ _TINY = {
 
 
 def euclidean(x, y):
-    return _safe_sqrt(squared_euclidean(x, y))
+    return safe_sqrt(squared_euclidean(x, y))
 
 
 def squared_euclidean(x, y):
@@ -58,8 +58,9 @@ def chebyshev(x, y):
     return tf.reduce_max(tf.abs(_differences(x, y)), axis=-1)
 
 
-def minkowski(x, y, p):
-    magnitude = tf.abs(_differences(x, y))
+def minkowski_of_differences(u, p):
+    """(Σ |u|^p)^(1/p) over the last axis, scaled by max |u| (see above)."""
+    magnitude = tf.abs(u)
     scale = tf.reduce_max(magnitude, axis=-1, keepdims=True)
     nonzero = scale > 0
     safe_scale = tf.where(nonzero, scale, tf.ones_like(scale))
@@ -73,9 +74,13 @@ def minkowski(x, y, p):
     return tf.where(nonzero, value, 0)
 
 
+def minkowski(x, y, p):
+    return minkowski_of_differences(_differences(x, y), p)
+
+
 def cosine(x, y):
-    norm_x = _safe_sqrt(tf.reduce_sum(tf.square(x), axis=-1))[:, None]
-    norm_y = _safe_sqrt(tf.reduce_sum(tf.square(y), axis=-1))[None, :]
+    norm_x = safe_sqrt(tf.reduce_sum(tf.square(x), axis=-1))[:, None]
+    norm_y = safe_sqrt(tf.reduce_sum(tf.square(y), axis=-1))[None, :]
     nonzero = tf.logical_and(norm_x > 0, norm_y > 0)
     safe_x = tf.where(norm_x > 0, norm_x, tf.ones_like(norm_x))
     safe_y = tf.where(norm_y > 0, norm_y, tf.ones_like(norm_y))
@@ -93,13 +98,13 @@ def mahalanobis(x, y, cov):
 def toroidal_euclidean(x, y, period):
     u = _differences(x, y)
     wrapped = u - period * tf.round(u / period)
-    return _safe_sqrt(tf.reduce_sum(tf.square(wrapped), axis=-1))
+    return safe_sqrt(tf.reduce_sum(tf.square(wrapped), axis=-1))
 
 
 def kullback_leibler(p, q):
     """Σ P log P - P log Q for rows P of p (n×d) and Q of q (k×d), already
     normalized to distributions."""
-    tiny = tf.constant(_TINY[p.dtype], p.dtype)
+    tiny = tf.constant(TINY[p.dtype], p.dtype)
     log_p = tf.math.log(tf.maximum(p, tiny))
     log_q = tf.math.log(tf.maximum(q, tiny))
     neg_entropy = tf.reduce_sum(p * log_p, axis=-1)

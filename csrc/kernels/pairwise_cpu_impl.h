@@ -820,6 +820,21 @@ void PairwiseBackward(const PairwiseInputs<T>& in, const T* grad,
   }
 }
 
+// Every file that includes this header compiles these for its instruction
+// set.
+template void PairwiseForward<float>(const PairwiseInputs<float>&, float*,
+                                     const ParallelFor&);
+template void PairwiseForward<double>(const PairwiseInputs<double>&, double*,
+                                      const ParallelFor&);
+template void PairwiseBackward<float>(const PairwiseInputs<float>&,
+                                      const float*, const float*,
+                                      const PairwiseGradients<float>&,
+                                      const ParallelFor&);
+template void PairwiseBackward<double>(const PairwiseInputs<double>&,
+                                       const double*, const double*,
+                                       const PairwiseGradients<double>&,
+                                       const ParallelFor&);
+
 }  // namespace DMAE_CPU_ISA
 }  // namespace cpu
 }  // namespace dmae

@@ -422,6 +422,21 @@ void SoftAssignmentBackward(const SoftAssignmentInputs<T>& in,
   *out.alpha = -alpha_grad;
 }
 
+// Every file that includes this header compiles these for its instruction
+// set.
+template void SoftAssignmentForward<float>(const SoftAssignmentInputs<float>&,
+                                           const SoftAssignmentOutputs<float>&,
+                                           const ParallelFor&);
+template void SoftAssignmentForward<double>(
+    const SoftAssignmentInputs<double>&, const SoftAssignmentOutputs<double>&,
+    const ParallelFor&);
+template void SoftAssignmentBackward<float>(
+    const SoftAssignmentInputs<float>&, const SoftAssignmentUpstream<float>&,
+    const SoftAssignmentGradients<float>&, const ParallelFor&);
+template void SoftAssignmentBackward<double>(
+    const SoftAssignmentInputs<double>&, const SoftAssignmentUpstream<double>&,
+    const SoftAssignmentGradients<double>&, const ParallelFor&);
+
 }  // namespace DMAE_CPU_ISA
 }  // namespace cpu
 }  // namespace dmae
