@@ -69,3 +69,24 @@ def assert_close(actual, expected, dtype, message=""):
 @pytest.fixture(params=ops.KINDS)
 def kind(request):
     return request.param
+
+
+def subprocess_env(**extra):
+    """Environment for a child Python that imports the same dmae as this one.
+
+    The child gets the folder that contains the imported dmae package first on
+    its path: the installed package under site-packages after `pip install`,
+    or the checkout when the tests run against a source build. Run the child
+    with cwd=SUBPROCESS_CWD: `python -c` puts its working directory first on
+    the path, and from the repository root the unbuilt source tree would
+    shadow the installed package.
+    """
+    import dmae
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(dmae.__file__)))
+    tests_folder = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join([package_parent, tests_folder])
+    return dict(os.environ, PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+
+
+SUBPROCESS_CWD = os.path.dirname(os.path.abspath(__file__))

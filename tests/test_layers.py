@@ -1,21 +1,19 @@
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SUBPROCESS_CWD, subprocess_env
 from sklearn.cluster import kmeans_plusplus
 from sklearn.datasets import make_blobs, make_moons
 from sklearn.preprocessing import StandardScaler
 
 from dmae import dissimilarities, layers, losses, metrics
 
-REPO = Path(__file__).resolve().parents[1]
 N, D, K = 9, 3, 4
 
 
@@ -344,13 +342,13 @@ def test_keras_file_round_trip(tmp_path, layer_class, kwargs):
 
 
 def _run_python(code, env_extra=None, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(env_extra or {})
+    env = subprocess_env(**(env_extra or {}))
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         env=env,
+        cwd=SUBPROCESS_CWD,
         timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-4000:]

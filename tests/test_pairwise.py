@@ -1,7 +1,6 @@
 """Tests of the fused pairwise dissimilarity op against dmae.reference."""
 
 import hashlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,10 +10,12 @@ import pytest
 import tensorflow as tf
 from conftest import (
     DTYPES,
+    SUBPROCESS_CWD,
     as_tensors,
     assert_close,
     make_inputs,
     reference_param,
+    subprocess_env,
 )
 
 from dmae import _ops, ops, reference
@@ -347,7 +348,7 @@ def test_same_bits_on_every_run_and_thread_count(tmp_path):
     )
     path = tmp_path / "digest.py"
     path.write_text(script)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env = subprocess_env()
 
     def digest(threads):
         result = subprocess.run(
@@ -355,7 +356,7 @@ def test_same_bits_on_every_run_and_thread_count(tmp_path):
             capture_output=True,
             text=True,
             env=env,
-            cwd=os.path.dirname(__file__),
+            cwd=SUBPROCESS_CWD,
             timeout=300,
         )
         assert result.returncode == 0, result.stderr[-3000:]

@@ -1,19 +1,17 @@
 """Tests of the fused soft-assignment op against dmae.reference.soft_assignment."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SUBPROCESS_CWD, subprocess_env
 
 from dmae import _ops, ops, reference
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 # (rtol, atol) of fused against reference. Both compute float16 and bfloat16
 # in float32, so they differ by about one rounding of the output dtype.
@@ -531,12 +529,13 @@ THREAD_SCRIPT = textwrap.dedent(
 
 
 def run_with_threads(threads):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = subprocess_env()
     result = subprocess.run(
         [sys.executable, "-c", THREAD_SCRIPT, str(threads)],
         capture_output=True,
         text=True,
         env=env,
+        cwd=SUBPROCESS_CWD,
         check=True,
         timeout=300,
     )
