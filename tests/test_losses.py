@@ -65,18 +65,23 @@ def test_toroidal_loss_wraps():
 
 def test_toroidal_loss_rejects_wrong_interval_length():
     X = np.zeros((1, 3))
-    with pytest.raises(ValueError, match=r"one period per column of X \(3\), but has shape \[2\]"):
+    with pytest.raises(
+        ValueError, match=r"one period per column of X \(3\), but has shape \[2\]"
+    ):
         losses.toroidal_euclidean_loss(X, X, np.ones(1), 1.0, interval=(2.0, 2.0))
 
 
 def test_kullback_leibler_loss_has_mixing_term():
     P = np.array([[0.0, 0.0]])
     Q = np.array([[0.0, math.log(3.0)]])
-    # identity normalization with eps = 1: P = [1/2, 1/2], Q = [1/(2+log 3), (1+log 3)/(2+log 3)].
+    # identity normalization with eps = 1 gives P = [1/2, 1/2] and
+    # Q = [1, 1 + log 3] / (2 + log 3).
     p = np.array([0.5, 0.5])
     q = np.array([1.0, 1.0 + math.log(3.0)]) / (2.0 + math.log(3.0))
     kl = float(np.sum(p * np.log(p / q)))
-    value = losses.kullback_leibler_loss(P, Q, np.array([0.5]), 2.0, eps=1.0, normalization="identity")
+    value = losses.kullback_leibler_loss(
+        P, Q, np.array([0.5]), 2.0, eps=1.0, normalization="identity"
+    )
     assert float(value) == pytest.approx(kl + LOG2 / 2, rel=1e-12)
 
 
@@ -111,7 +116,9 @@ def test_zero_distance_gradient_is_finite():
         ("cosine", lambda X, M, pi: losses.cosine_loss(X, M, pi, 3.0)),
         (
             "toroidal",
-            lambda X, M, pi: losses.toroidal_euclidean_loss(X, M, pi, 3.0, (5.0, 5.0, 5.0)),
+            lambda X, M, pi: losses.toroidal_euclidean_loss(
+                X, M, pi, 3.0, (5.0, 5.0, 5.0)
+            ),
         ),
         (
             "kullback_leibler",
@@ -127,12 +134,14 @@ def test_loss_gradient_float64(name, call):
     theoretical, numerical = tf.test.compute_gradient(
         lambda m, p: call(X, m, p), [mu, pi]
     )
-    for t, n in zip(theoretical, numerical):
+    for t, n in zip(theoretical, numerical, strict=True):
         np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-6)
 
 
 def test_loss_rejects_shape_mismatch():
-    with pytest.raises(ValueError, match=r"X has shape \(2, 3\) and mu_tilde has shape \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"X has shape \(2, 3\) and mu_tilde has shape \(2, 2\)"
+    ):
         losses.euclidean_loss(np.zeros((2, 3)), np.zeros((2, 2)), np.ones(2), 1.0)
 
 
@@ -151,7 +160,9 @@ def test_loss_class_matches_function():
     packed = losses.pack_predictions(tf.constant(mu), tf.constant(pi))
     assert packed.shape == (2, 3)
     assert float(loss(X, packed)) == pytest.approx(7.0 + LOG2 / 2, rel=1e-6)
-    mean = losses.DissimilarityMixtureLoss(2.0, "euclidean", reduction="sum_over_batch_size")
+    mean = losses.DissimilarityMixtureLoss(
+        2.0, "euclidean", reduction="sum_over_batch_size"
+    )
     assert float(mean(X, packed)) == pytest.approx((7.0 + LOG2 / 2) / 2, rel=1e-6)
 
 
@@ -169,7 +180,9 @@ def test_loss_class_kullback_leibler_matches_function():
     rng = np.random.default_rng(3)
     P, Q = rng.normal(size=(2, 5, 4))
     pi = rng.uniform(0.1, 1, size=5)
-    loss = losses.DissimilarityMixtureLoss(7.0, "kullback_leibler", eps=0.01, normalization="abs_sum")
+    loss = losses.DissimilarityMixtureLoss(
+        7.0, "kullback_leibler", eps=0.01, normalization="abs_sum"
+    )
     expected = losses.kullback_leibler_loss(P, Q, pi, 7.0, 0.01, "abs_sum")
     packed = losses.pack_predictions(tf.constant(Q), tf.constant(pi))
     assert float(loss(P, packed)) == pytest.approx(float(expected), rel=1e-5)
@@ -177,7 +190,9 @@ def test_loss_class_kullback_leibler_matches_function():
 
 def test_loss_class_rejects_unpacked_prediction():
     loss = losses.DissimilarityMixtureLoss(1.0, "mahalanobis")
-    with pytest.raises(ValueError, match=r"y_pred must have shape \[n, 7\] .* but has shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"y_pred must have shape \[n, 7\] .* but has shape \(2, 3\)"
+    ):
         loss(np.zeros((2, 2)), np.zeros((2, 3)))
 
 
@@ -187,7 +202,9 @@ def test_loss_class_rejects_unknown_kind():
 
 
 def test_loss_class_serializes():
-    loss = losses.DissimilarityMixtureLoss(5.0, "toroidal_euclidean", interval=(3.0, 4.0))
+    loss = losses.DissimilarityMixtureLoss(
+        5.0, "toroidal_euclidean", interval=(3.0, 4.0)
+    )
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, losses.DissimilarityMixtureLoss)
     assert restored.get_config() == loss.get_config()

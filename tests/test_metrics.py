@@ -5,7 +5,9 @@ from dmae import metrics
 
 
 def test_accuracy_identity_labels():
-    assert metrics.unsupervised_classification_accuracy([0, 1, 2, 2], [0, 1, 2, 2]) == 1.0
+    assert (
+        metrics.unsupervised_classification_accuracy([0, 1, 2, 2], [0, 1, 2, 2]) == 1.0
+    )
 
 
 def test_accuracy_permuted_labels():
@@ -47,12 +49,17 @@ def test_accuracy_string_labels():
 
 
 def test_accuracy_rejects_length_mismatch():
-    with pytest.raises(ValueError, match=r"y_true has shape \(3,\) and y_pred has shape \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"y_true has shape \(3,\) and y_pred has shape \(2,\)"
+    ):
         metrics.unsupervised_classification_accuracy([0, 1, 1], [0, 1])
 
 
 def test_accuracy_rejects_matrix():
-    with pytest.raises(ValueError, match=r"y_pred must be a 1-D array of labels, but has shape \(2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"y_pred must be a 1-D array of labels, but has shape \(2, 2\)",
+    ):
         metrics.unsupervised_classification_accuracy([0, 1], [[0, 1], [1, 0]])
 
 
@@ -62,7 +69,9 @@ def test_accuracy_rejects_empty():
 
 
 def test_zero_norm_counts_entries_above_threshold():
-    preds = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.4, 0.3, 0.3], [1 - 2e-8, 1e-8, 1e-8]])
+    preds = np.array(
+        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.4, 0.3, 0.3], [1 - 2e-8, 1e-8, 1e-8]]
+    )
     np.testing.assert_array_equal(metrics.zero_norm(preds), [1, 2, 3, 1])
 
 
@@ -72,7 +81,9 @@ def test_zero_norm_custom_threshold():
 
 
 def test_zero_norm_rejects_vector():
-    with pytest.raises(ValueError, match=r"preds must be a matrix .* but has shape \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"preds must be a matrix .* but has shape \(3,\)"
+    ):
         metrics.zero_norm(np.ones(3))
 
 
@@ -90,4 +101,6 @@ def test_nmi_and_ari_known_values():
     assert metrics.normalized_mutual_information(y_true, y_pred) == pytest.approx(0.0)
     assert metrics.adjusted_rand_index(y_true, y_pred) == pytest.approx(0.0)
     # sklearn's documented example: ARI([0, 0, 1, 1], [0, 0, 1, 2]) = 0.571...
-    assert metrics.adjusted_rand_index([0, 0, 1, 1], [0, 0, 1, 2]) == pytest.approx(4 / 7)
+    assert metrics.adjusted_rand_index([0, 0, 1, 1], [0, 0, 1, 2]) == pytest.approx(
+        4 / 7
+    )
