@@ -91,7 +91,9 @@ def load(
       seed: seed of the generated sets.
     """
     if name not in NAMES:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(NAMES)}")
+        raise ValueError(
+            f"unknown dataset {name!r}; expected one of {', '.join(NAMES)}"
+        )
     generated = name in ("moons", "circles", "blobs", "pinwheel", "toroidal-blobs")
     if name == "file":
         if path is None:
@@ -99,15 +101,17 @@ def load(
         dataset = load_file(path, labels_column)
     elif name == "digits":
         digits = sklearn_datasets.load_digits()
-        dataset = Dataset(name, digits.data / 16.0, digits.target, image_shape=(8, 8, 1))
+        dataset = Dataset(
+            name, digits.data / 16.0, digits.target, image_shape=(8, 8, 1)
+        )
     elif generated:
         dataset = _generate(name, n_samples or 1000, seed)
     else:
         if data_dir is None:
             raise ValueError(
                 f"dataset {name!r} is read from local files; pass --data-dir with "
-                f"{_NPZ_NAMES[name]} or the four IDX files ({_IDX_NAMES['train_images']}"
-                "[.gz] and the others)"
+                f"{_NPZ_NAMES[name]} or the four IDX files "
+                f"({_IDX_NAMES['train_images']}[.gz] and the others)"
             )
         dataset = load_mnist_like(name, data_dir)
     if n_samples is not None and not generated:
@@ -204,7 +208,9 @@ def _read_npy(path):
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise ValueError(f"data file {str(path)!r} is not a valid .npy array: {error}")
+        raise ValueError(
+            f"data file {str(path)!r} is not a valid .npy array: {error}"
+        ) from None
 
 
 def _read_csv(path):
@@ -220,7 +226,9 @@ def _read_csv(path):
     try:
         return np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
     except ValueError as error:
-        raise ValueError(f"data file {str(path)!r} contains a non-numeric value: {error}")
+        raise ValueError(
+            f"data file {str(path)!r} contains a non-numeric value: {error}"
+        ) from None
 
 
 def _is_numeric_row(row):
@@ -253,7 +261,9 @@ def _read_npz(path):
     try:
         archive = np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise ValueError(f"data file {str(path)!r} is not a valid .npz archive: {error}")
+        raise ValueError(
+            f"data file {str(path)!r} is not a valid .npz archive: {error}"
+        ) from None
     with archive:
         keys = set(archive.files)
         if {"x_train", "x_test"} <= keys:
@@ -316,7 +326,9 @@ def load_mnist_like(name, data_dir):
         x = np.concatenate([parts["train_images"], parts["test_images"]])
         y = np.concatenate([parts["train_labels"], parts["test_labels"]])
     if x.ndim != 3:
-        raise ValueError(f"{name} images must have shape [n, rows, columns], not {x.shape}")
+        raise ValueError(
+            f"{name} images must have shape [n, rows, columns], not {x.shape}"
+        )
     image_shape = (*x.shape[1:], 1)
     x = x.reshape(x.shape[0], -1).astype(np.float32) / 255.0
     return Dataset(name, x, y, image_shape=image_shape)
@@ -360,7 +372,10 @@ def make_pinwheel(
     angles = 2 * np.pi * labels / n_classes + rate * np.exp(points[:, 0])
     cos, sin = np.cos(angles), np.sin(angles)
     rotated = np.stack(
-        [cos * points[:, 0] - sin * points[:, 1], sin * points[:, 0] + cos * points[:, 1]],
+        [
+            cos * points[:, 0] - sin * points[:, 1],
+            sin * points[:, 0] + cos * points[:, 1],
+        ],
         axis=1,
     )
     order = rng.permutation(n_samples)

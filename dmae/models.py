@@ -57,7 +57,9 @@ class ClusterCollapseError(RuntimeError):
 
 def _kernel_initializer():
     # The DMAE and DEC papers' choice: uniform with variance 1/(3·fan_in).
-    return keras.initializers.VarianceScaling(1 / 3, mode="fan_in", distribution="uniform")
+    return keras.initializers.VarianceScaling(
+        1 / 3, mode="fan_in", distribution="uniform"
+    )
 
 
 def build_dense_autoencoder(input_dim, hidden_units, latent_dim):
@@ -68,7 +70,9 @@ def build_dense_autoencoder(input_dim, hidden_units, latent_dim):
         encoder.add(
             keras.layers.Dense(units, "relu", kernel_initializer=_kernel_initializer())
         )
-    encoder.add(keras.layers.Dense(latent_dim, kernel_initializer=_kernel_initializer()))
+    encoder.add(
+        keras.layers.Dense(latent_dim, kernel_initializer=_kernel_initializer())
+    )
 
     decoder = keras.Sequential(name="decoder")
     decoder.add(keras.Input((latent_dim,)))
@@ -94,7 +98,9 @@ def build_conv_autoencoder(image_shape, latent_dim):
     for filters in _CONV_FILTERS:
         encoder.add(keras.layers.Conv2D(filters, 3, 2, "same", activation="relu"))
     encoder.add(keras.layers.Flatten())
-    encoder.add(keras.layers.Dense(latent_dim, kernel_initializer=_kernel_initializer()))
+    encoder.add(
+        keras.layers.Dense(latent_dim, kernel_initializer=_kernel_initializer())
+    )
 
     code_height = math.ceil(height / 2 ** len(_CONV_FILTERS))
     code_width = math.ceil(width / 2 ** len(_CONV_FILTERS))
@@ -152,7 +158,9 @@ class _PretrainModel(keras.Model):
             x = self.augmenter(x, training=True)
         return x, self.decoder(self.encoder(x, training=training), training=training)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
         target, reconstruction = y_pred
         return _scale_for_replicas(tf.reduce_mean(tf.square(target - reconstruction)))
 
@@ -201,7 +209,9 @@ class _JointModel(keras.Model):
         distance = losses.rowwise_dissimilarity(code, mu_tilde, kind, param)
         return losses.per_sample_loss(distance, outputs["pi_tilde"], self.mixture.alpha)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
         clustering = tf.reduce_mean(self.clustering_loss(y_pred))
         reconstruction = tf.reduce_mean(tf.square(x - y_pred["reconstruction"]))
         self.clustering_tracker.update_state(clustering)
@@ -292,7 +302,9 @@ class DeepDMAE:
         strategy=None,
     ):
         if not (isinstance(n_clusters, int) and n_clusters >= 1):
-            raise ValueError(f"n_clusters must be an integer >= 1, but is {n_clusters!r}")
+            raise ValueError(
+                f"n_clusters must be an integer >= 1, but is {n_clusters!r}"
+            )
         if dissimilarity not in losses.KINDS:
             raise ValueError(
                 f"unknown dissimilarity {dissimilarity!r}; expected one of "
@@ -318,7 +330,9 @@ class DeepDMAE:
             "latent_dim": int(latent_dim),
             "architecture": architecture,
             "hidden_units": [int(u) for u in hidden_units],
-            "image_shape": None if image_shape is None else [int(s) for s in image_shape],
+            "image_shape": None
+            if image_shape is None
+            else [int(s) for s in image_shape],
             "augment": bool(augment),
             "lambda_c": float(lambda_c),
             "lambda_r": float(lambda_r),
@@ -328,7 +342,9 @@ class DeepDMAE:
             "pretrain_learning_rate": float(pretrain_learning_rate),
             "learning_rate": float(learning_rate),
             "p": float(p),
-            "interval": interval if np.isscalar(interval) else [float(v) for v in interval],
+            "interval": interval
+            if np.isscalar(interval)
+            else [float(v) for v in interval],
             "eps": float(eps),
             "normalization": normalization,
             "seed": int(seed),
@@ -354,22 +370,28 @@ class DeepDMAE:
                 )
             augmenter = None
             if config["augment"]:
-                augmenter = build_augmenter(tuple(config["image_shape"]), config["seed"])
+                augmenter = build_augmenter(
+                    tuple(config["image_shape"]), config["seed"]
+                )
             self.mixture = self._mixture_layer(layers.DissimilarityMixtureAutoencoder)
-            self.autoencoder = _PretrainModel(self.encoder, self.decoder, augmenter)
-            self.joint = _JointModel(self.encoder, self.mixture, self.decoder, config)
-            self.autoencoder.build((None, self.input_dim))
-            self.joint.build((None, self.input_dim))
+            self.autoencoder = _PretrainModel(
+                self.encoder, self.decoder, augmenter, name="autoencoder"
+            )
+            self.joint = _JointModel(
+                self.encoder, self.mixture, self.decoder, config, name="deep_dmae"
+            )
+            # Calling the models once creates every weight under the strategy.
+            sample = tf.zeros((1, self.input_dim))
+            self.autoencoder(sample)
+            self.joint(sample)
 
     def _mixture_layer(self, layer_class):
         config = self.config
         if config["dissimilarity"] == "mahalanobis":
-            layer_class = {
-                layers.DissimilarityMixtureAutoencoder: (
-                    layers.DissimilarityMixtureAutoencoderCov
-                ),
-                layers.DissimilarityMixtureEncoder: layers.DissimilarityMixtureEncoderCov,
-            }[layer_class]
+            if layer_class is layers.DissimilarityMixtureEncoder:
+                layer_class = layers.DissimilarityMixtureEncoderCov
+            else:
+                layer_class = layers.DissimilarityMixtureAutoencoderCov
         return layer_class(
             alpha=config["alpha_start"] or config["alpha"],
             n_clusters=config["n_clusters"],
@@ -386,10 +408,11 @@ class DeepDMAE:
     def fit(self, x, verbose="auto"):
         """Train in three stages and return the per-epoch losses of each."""
         x = self._check_input(x)
-        if x.shape[0] < self.config["n_clusters"]:
+        n_clusters = self.config["n_clusters"]
+        if x.shape[0] < n_clusters:
             raise ValueError(
-                f"x has {x.shape[0]} samples, fewer than the {self.config['n_clusters']} "
-                "clusters requested"
+                f"x has {x.shape[0]} samples, fewer than the {n_clusters} clusters "
+                "requested"
             )
         keras.utils.set_random_seed(self.config["seed"])
         self._build(x.shape[1])
@@ -414,7 +437,10 @@ class DeepDMAE:
         if config["alpha_start"] is not None:
             callbacks.append(
                 AlphaAnnealing(
-                    self.mixture, config["alpha_start"], config["alpha"], config["epochs"]
+                    self.mixture,
+                    config["alpha_start"],
+                    config["alpha"],
+                    config["epochs"],
                 )
             )
         with self.strategy.scope():
@@ -433,7 +459,7 @@ class DeepDMAE:
         self.empty_clusters = self._empty_clusters(self.predict(x))
         if self.empty_clusters:
             logger.warning(
-                "after training, clusters %s have no samples; %d of %d clusters are used",
+                "after training, clusters %s have no samples; %d of %d are used",
                 self.empty_clusters,
                 config["n_clusters"] - len(self.empty_clusters),
                 config["n_clusters"],
@@ -468,19 +494,21 @@ class DeepDMAE:
         )
 
     def _seed_centers(self, codes, seed):
-        from dmae import initializers
-
         kind, k = self.config["dissimilarity"], self.config["n_clusters"]
         centers_shape = (k, codes.shape[1])
         if kind in KMEANS_KINDS or kind == "mahalanobis":
             kmeans = KMeans(k, n_init=10, random_state=seed).fit(codes)
             centers = kmeans.cluster_centers_
             if kind == "mahalanobis":
+                from dmae import initializers
+
                 cov = initializers.InitKMeansCov(kmeans, codes, k)(
                     self.mixture.cov.shape, "float32"
                 )
                 self.mixture.cov.assign(cov)
         else:
+            from dmae import initializers
+
             init = initializers.InitPlusPlus(codes, k, kind, seed=seed)
             centers = init(centers_shape, "float32")
         self.mixture.centers.assign(np.asarray(centers, np.float32))
@@ -515,8 +543,12 @@ class DeepDMAE:
     def transform(self, x):
         """Return the codes [n, latent_dim] of x."""
         x = self._check_input(x)
-        parts = [self.encoder(batch, training=False).numpy() for batch in self._batches(x)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.config["latent_dim"]))
+        parts = [
+            self.encoder(batch, training=False).numpy() for batch in self._batches(x)
+        ]
+        return (
+            np.concatenate(parts) if parts else np.zeros((0, self.config["latent_dim"]))
+        )
 
     def predict_proba(self, x):
         """Return the soft assignments S [n, n_clusters] of x."""
@@ -525,7 +557,9 @@ class DeepDMAE:
         encoder.build((None, codes.shape[1]))
         encoder.set_weights(self.mixture.get_weights())
         parts = [encoder(batch).numpy() for batch in self._batches(codes)]
-        return np.concatenate(parts) if parts else np.zeros((0, self.config["n_clusters"]))
+        return (
+            np.concatenate(parts) if parts else np.zeros((0, self.config["n_clusters"]))
+        )
 
     def predict(self, x):
         """Return the hard cluster labels [n] of x (the largest soft assignment)."""
