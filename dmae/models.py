@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
-from dmae import layers, losses, normalizers
+from dmae import dissimilarities, layers, losses, normalizers
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,22 @@ def _scale_for_replicas(loss):
     return loss / replicas if replicas > 1 else loss
 
 
-class _PretrainModel(keras.Model):
+class _DistributedLogs:
+    """Mixin that makes a model's logs reducible under multi-worker training."""
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        if isinstance(
+            self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            # NOTE: Keras 3.15 reduces every log across workers with
+            # strategy.reduce("MEAN", value, axis=0), which raises for scalars;
+            # a one-element vector reduces to the same mean.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+
+class _PretrainModel(_DistributedLogs, keras.Model):
     """The autoencoder trained alone on the MSE, with optional augmentation."""
 
     def __init__(self, encoder, decoder, augmenter=None, **kwargs):
@@ -165,7 +180,7 @@ class _PretrainModel(keras.Model):
         return _scale_for_replicas(tf.reduce_mean(tf.square(target - reconstruction)))
 
 
-class _JointModel(keras.Model):
+class _JointModel(_DistributedLogs, keras.Model):
     """Encoder, DMAE layer and decoder trained on the weighted joint loss."""
 
     def __init__(self, encoder, mixture, decoder, settings, **kwargs):
@@ -469,25 +484,31 @@ class DeepDMAE:
     def initialize_centers(self, x, max_attempts=3):
         """Set the DMAE layer's centers (and covariances) from the codes of x.
 
-        A seeding that leaves a cluster empty is retried with another seed,
-        up to max_attempts times; then ClusterCollapseError is raised.
+        A seeding that leaves a cluster empty, or gives two clusters the same
+        center, is retried with another seed, up to max_attempts times; then
+        ClusterCollapseError is raised.
         """
         codes = self.transform(x)
         for attempt in range(max_attempts):
             seed = self.config["seed"] + attempt
             self._seed_centers(codes, seed)
-            empty = self._empty_clusters(self.predict(x))
+            empty = sorted(
+                set(self._empty_clusters(self.predict(x)))
+                | set(self._duplicate_centers())
+            )
             if not empty:
                 return
             logger.warning(
-                "center seeding %d (seed %d) left clusters %s empty; reseeding",
+                "center seeding %d (seed %d) left clusters %s empty or duplicated; "
+                "reseeding",
                 attempt + 1,
                 seed,
                 empty,
             )
         raise ClusterCollapseError(
-            f"clusters {empty} stay empty after {max_attempts} seedings of the "
-            f"centers on the codes: the data has fewer distinct groups than the "
+            f"clusters {empty} stay empty or duplicate another center after "
+            f"{max_attempts} seedings of the centers on the codes: the data has "
+            "fewer distinct groups than the "
             f"{self.config['n_clusters']} clusters requested for dissimilarity "
             f"{self.config['dissimilarity']!r}; lower --clusters or change "
             "--dissimilarity or --alpha"
@@ -509,9 +530,39 @@ class DeepDMAE:
         else:
             from dmae import initializers
 
-            init = initializers.InitPlusPlus(codes, k, kind, seed=seed)
+            param = None
+            if kind in ("minkowski", "minkowsky"):
+                param = self.config["p"]
+            elif kind == "toroidal_euclidean":
+                param = np.broadcast_to(
+                    np.asarray(self.config["interval"], np.float64), codes.shape[1:]
+                )
+            dissimilarity = kind
+            if kind == "kullback_leibler":
+                # The codes and centers are logits; the layer normalizes both
+                # before comparing them, so the seeding must too.
+                eps, normalization = self.config["eps"], self.config["normalization"]
+
+                def dissimilarity(x, y):
+                    return dissimilarities.kullback_leibler(x, y, eps, normalization)
+
+            init = initializers.InitPlusPlus(
+                codes, k, dissimilarity, param=param, seed=seed
+            )
             centers = init(centers_shape, "float32")
         self.mixture.centers.assign(np.asarray(centers, np.float32))
+
+    def _duplicate_centers(self, tolerance=1e-6):
+        """Return the clusters whose center equals one of a lower index.
+
+        Ties between equal centers are broken by rounding noise, so such a
+        cluster may get a few samples while it is in fact collapsed.
+        """
+        centers = self.mixture.centers.numpy().astype(np.float64)
+        scale = max(1.0, float(np.abs(centers).max(initial=0.0)))
+        gaps = np.linalg.norm(centers[:, None, :] - centers[None, :, :], axis=-1)
+        duplicates = np.tril(gaps <= tolerance * scale, k=-1).any(axis=1)
+        return [int(j) for j in np.flatnonzero(duplicates)]
 
     def _empty_clusters(self, labels):
         counts = np.bincount(labels, minlength=self.config["n_clusters"])
