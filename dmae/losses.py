@@ -39,7 +39,9 @@ def _safe_sqrt(s):
 
 
 def _safe_log(values):
-    return tf.math.log(tf.maximum(values, tf.constant(_TINY[values.dtype], values.dtype)))
+    return tf.math.log(
+        tf.maximum(values, tf.constant(_TINY[values.dtype], values.dtype))
+    )
 
 
 def _rowwise_minkowski(u, p):
@@ -297,7 +299,7 @@ class DissimilarityMixtureLoss(keras.losses.Loss):
         if not isinstance(interval, (int, float)):
             interval = [float(v) for v in keras.ops.convert_to_numpy(interval)]
         config.update(
-            alpha=float(keras.ops.convert_to_numpy(self.alpha)),
+            alpha=float(getattr(self.alpha, "numpy", lambda: self.alpha)()),
             dissimilarity=self.dissimilarity,
             p=self.p,
             interval=interval,

@@ -15,7 +15,9 @@ from sklearn import metrics as sklearn_metrics
 def _as_labels(values, name):
     labels = np.asarray(values)
     if labels.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of labels, but has shape {labels.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D array of labels, but has shape {labels.shape}"
+        )
     return labels
 
 
@@ -29,7 +31,9 @@ def unsupervised_classification_accuracy(y_true, y_pred):
             "but both must have one label per sample"
         )
     if y_true.size == 0:
-        raise ValueError("y_true and y_pred are empty; accuracy needs at least one sample")
+        raise ValueError(
+            "y_true and y_pred are empty; accuracy needs at least one sample"
+        )
 
     classes, true_index = np.unique(y_true, return_inverse=True)
     clusters, pred_index = np.unique(y_pred, return_inverse=True)

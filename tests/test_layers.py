@@ -368,7 +368,8 @@ def test_saved_model_serves_in_fresh_process(tmp_path):
         f"""
         import json
         import numpy as np
-                import tensorflow as tf
+        import dmae
+        import tensorflow as tf
         loaded = tf.saved_model.load({str(export_dir)!r})
         x = np.array({x.tolist()!r}, dtype="float32")
         print(json.dumps([t.numpy().tolist() for t in loaded.serve(x)]))
