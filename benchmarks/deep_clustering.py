@@ -53,6 +53,7 @@ def main():
         model = DeepDMAE(
             dataset.n_classes,
             dissimilarity=args.dissimilarity,
+            image_shape=dataset.image_shape,
             seed=seed,
             **settings,
         )

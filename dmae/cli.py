@@ -173,8 +173,9 @@ def build_parser():
     )
     model.add_argument(
         "--augment",
-        action="store_true",
-        help="shift (≤ 10%%) and rotate (≤ 10°) images during pretraining",
+        action=argparse.BooleanOptionalAction,
+        help="shift (≤ 10%% of the size) and rotate (≤ 10°) images during "
+        "pretraining (default: on for image data, which --no-augment turns off)",
     )
     model.add_argument(
         "--p", type=float, default=2.0, help="exponent of minkowski (default: 2)"
@@ -403,7 +404,7 @@ def _model_settings(args, dataset):
             f"the data has {dataset.x.shape[0]} samples, fewer than the {n_clusters} "
             "clusters requested"
         )
-    if args.architecture == "conv" or args.augment:
+    if args.architecture == "conv" or args.augment is True:
         if dataset.image_shape is None:
             raise InputError(
                 "--architecture conv and --augment need image data (digits, mnist, "

@@ -255,7 +255,7 @@ def _median_scores(seeds=(0, 1, 2)):
     dataset = datasets.load("digits")
     scores = []
     for seed in seeds:
-        model = DeepDMAE(10, seed=seed)
+        model = DeepDMAE(10, image_shape=dataset.image_shape, seed=seed)
         model.fit(dataset.x, verbose=0)
         labels = model.predict(dataset.x)
         scores.append(
