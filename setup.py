@@ -1,4 +1,7 @@
-"""Build dmae's TensorFlow op library with CMake during `pip install`.
+"""Build dmae's TensorFlow op library and NumPy binding with CMake.
+
+CMake runs during `pip install` and writes both modules into the wheel's
+dmae/ folder.
 
 The wheel requires exactly the TensorFlow version it was compiled against,
 because custom ops link against libtensorflow_framework and its C++ ABI.
@@ -64,7 +67,12 @@ class CMakeBuild(build_ext):
 
 
 setup(
-    ext_modules=[CMakeExtension("dmae._dmae_ops")],
+    # One CMake build writes both modules. Listing the binding as well adds it
+    # to the outputs setuptools tracks, and its CMake run has nothing to do.
+    ext_modules=[
+        CMakeExtension("dmae._dmae_ops"),
+        CMakeExtension("dmae._dmae_numpy"),
+    ],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=[
         f"tensorflow=={installed_tensorflow_version()}",

@@ -1,0 +1,1 @@
+"""Benchmark scripts of dmae; run each with `python -m benchmarks.<name>`."""
