@@ -89,6 +89,22 @@ def test_blobs_clustered():
     assert accuracy >= 0.95
 
 
+@pytest.mark.parametrize(
+    "kind",
+    ["manhattan", "cosine", "mahalanobis", "toroidal_euclidean", "kullback_leibler"],
+)
+def test_other_kinds_seeded_from_codes(kind):
+    x, _ = blobs()
+    model = DeepDMAE(3, dissimilarity=kind, **{**TINY, "epochs": 0})
+    model.fit(x, verbose=0)
+    centers = model.mixture.centers.numpy()
+    codes = model.transform(x)
+    # k-means++ picks rows of the codes; k-means centers lie inside their hull.
+    assert np.all(centers.min(axis=0) >= codes.min(axis=0) - 1e-3)
+    assert np.all(centers.max(axis=0) <= codes.max(axis=0) + 1e-3)
+    assert len(np.unique(model.predict(x))) == 3
+
+
 def test_collapse_reported():
     # Two distinct points cannot fill three clusters.
     x = np.repeat(np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], np.float32), 10, axis=0)
