@@ -283,6 +283,8 @@ def _median_scores(seeds=(0, 1, 2)):
     return np.median(np.array(scores), axis=0)
 
 
+# NOTE: fails with the current defaults, whose median over seeds 0, 1, 2 is
+# ACC 0.78 and NMI 0.78 (benchmarks/RESULTS.md).
 @pytest.mark.slow
 def test_digits_bar():
     accuracy, nmi = _median_scores()
