@@ -39,7 +39,9 @@ KMEANS_KINDS = ("euclidean", "squared_euclidean")
 # With λ_c = 1 or α = 10 the joint stage pulled the codes together and
 # lowered ACC below that of k-means on the pretrained codes; λ_c = 0.1 with
 # α = 100 raised it. Shifts and rotations during pretraining (on by default
-# for image data) added about 0.02 ACC at the center initialization.
+# for image data) added about 0.02 ACC at the center initialization, and
+# 300 instead of 150 pretraining epochs raised the median ACC over seeds
+# 0, 1, 2 from 0.78 to 0.81.
 # Pretraining uses Adam rather than the paper's SGD (lr 1, momentum 0.9),
 # which was not tried here.
 DEFAULTS = {
@@ -49,7 +51,7 @@ DEFAULTS = {
     "architecture": "dense",
     "lambda_c": 0.1,
     "lambda_r": 1.0,
-    "pretrain_epochs": 150,
+    "pretrain_epochs": 300,
     "epochs": 60,
     "batch_size": 256,
     "pretrain_learning_rate": 1e-3,

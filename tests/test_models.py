@@ -284,7 +284,7 @@ def _median_scores(seeds=(0, 1, 2)):
 
 
 # NOTE: fails with the current defaults, whose median over seeds 0, 1, 2 is
-# ACC 0.78 and NMI 0.78 (benchmarks/RESULTS.md).
+# ACC 0.81 and NMI 0.82 (benchmarks/RESULTS.md).
 @pytest.mark.slow
 def test_digits_bar():
     accuracy, nmi = _median_scores()
