@@ -1,0 +1,73 @@
+"""PNG figures of a clustering run, drawn with matplotlib's Agg backend."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+# t-SNE costs O(n²) here, so larger sets of codes are shown with PCA.
+TSNE_MAX_SAMPLES = 3000
+
+
+def _project(codes, seed=0):
+    if codes.shape[1] <= 2:
+        padded = np.zeros((codes.shape[0], 2), codes.dtype)
+        padded[:, : codes.shape[1]] = codes
+        return padded, "code"
+    if codes.shape[0] <= TSNE_MAX_SAMPLES and codes.shape[0] > 30:
+        tsne = TSNE(2, init="pca", perplexity=30, random_state=seed)
+        return tsne.fit_transform(codes), "t-SNE of the codes"
+    return PCA(2, random_state=seed).fit_transform(codes), "PCA of the codes"
+
+
+def latent_space(path, codes, labels):
+    """Scatter the codes in 2-D (as is, t-SNE or PCA), colored by cluster."""
+    points, method = _project(np.asarray(codes, np.float64))
+    figure, axes = plt.subplots(figsize=(6, 6))
+    scatter = axes.scatter(points[:, 0], points[:, 1], c=labels, s=4, cmap="tab20")
+    axes.set_title(f"Latent space by cluster ({method})")
+    axes.legend(
+        *scatter.legend_elements(), title="cluster", fontsize="small", loc="best"
+    )
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def confusion_matrix(path, y_true, labels):
+    """Draw counts of samples per (class, cluster)."""
+    classes, class_index = np.unique(y_true, return_inverse=True)
+    clusters, cluster_index = np.unique(labels, return_inverse=True)
+    counts = np.zeros((classes.size, clusters.size), np.int64)
+    np.add.at(counts, (class_index, cluster_index), 1)
+    figure, axes = plt.subplots(figsize=(6, 5))
+    image = axes.imshow(counts, cmap="Blues")
+    axes.set_xticks(range(clusters.size), clusters)
+    axes.set_yticks(range(classes.size), classes)
+    axes.set_xlabel("cluster")
+    axes.set_ylabel("label")
+    axes.set_title("Samples per label and cluster")
+    figure.colorbar(image, ax=axes)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def loss_curves(path, history):
+    """Plot the per-epoch losses of pretraining and joint training."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, values in history.get("pretrain", {}).items():
+        left.plot(np.arange(1, len(values) + 1), values, label=name)
+    left.set_title("Autoencoder pretraining")
+    for name, values in history.get("joint", {}).items():
+        right.plot(np.arange(1, len(values) + 1), values, label=name)
+    right.set_title("Joint training")
+    for axes in (left, right):
+        axes.set_xlabel("epoch")
+        if axes.lines:
+            axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

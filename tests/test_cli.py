@@ -1,0 +1,179 @@
+"""Tests of the `dmae` command, in process through main(argv) and as a program."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dmae import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A small slice and a small network keep one training run to seconds.
+TINY = [
+    "--n-samples",
+    "120",
+    "--pretrain-epochs",
+    "2",
+    "--epochs",
+    "2",
+    "--hidden-units",
+    "16",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "64",
+    "--quiet",
+]
+
+
+def run_main(argv, capsys):
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_program(argv, env=None, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "dmae.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def error_lines(stderr):
+    """stderr without TensorFlow's start-up log lines."""
+    return [line for line in stderr.splitlines() if line.startswith("dmae")]
+
+
+def test_cluster_writes_outputs(tmp_path, capsys):
+    output = tmp_path / "run"
+    status, out, err = run_main(["cluster", *TINY, "--output", str(output)], capsys)
+    assert status == 0, err
+
+    lines = out.splitlines()
+    assert lines[0].startswith("ACC  ")
+    assert lines[1].startswith("NMI  ")
+    assert lines[2].startswith("ARI  ")
+    assert lines[3].startswith("time  ")
+    assert lines[4] == f"outputs  {output}"
+
+    report = json.loads((output / "metrics.json").read_text())
+    assert set(report["metrics"]) == {"ACC", "NMI", "ARI"}
+    assert 0.0 <= report["metrics"]["ACC"] <= 1.0
+    assert report["n_samples"] == 120
+    assert sum(report["cluster_sizes"]) == 120
+    assert report["settings"]["n_clusters"] == 10
+    assert report["settings"]["hidden_units"] == [16]
+
+    table = np.genfromtxt(output / "assignments.csv", delimiter=",", names=True)
+    assert table.shape == (120,)
+    assert table.dtype.names[:3] == ("index", "cluster", "label")
+    probabilities = np.stack([table[f"p{j}"] for j in range(10)], axis=1)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(table["cluster"], probabilities.argmax(axis=1))
+
+    for figure in ("latent.png", "confusion.png", "loss.png"):
+        assert (output / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    assert (output / "model" / "config.json").is_file()
+    assert (output / "model" / "model.weights.h5").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_cluster_unlabeled_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "points.npy", rng.normal(size=(40, 3)))
+    output = tmp_path / "run"
+    argv = ["cluster", *TINY, "--data", str(tmp_path / "points.npy"), "--clusters", "2"]
+    status, out, err = run_main([*argv, "--output", str(output)], capsys)
+    assert status == 0, err
+    assert "not computed: the data has no labels" in out
+    assert json.loads((output / "metrics.json").read_text())["metrics"] == {}
+    assert not (output / "confusion.png").exists()
+
+
+BAD_INPUTS = [
+    (["--data", "{tmp}/absent.npy"], r"data file '.*absent.npy' not found"),
+    (["--data", "{tmp}/vector.npy"], r"must be a matrix \[n_samples, n_features\]"),
+    (["--data", "{tmp}/nan.npy"], r"contains NaN or infinity in 1 rows"),
+    (["--data", "{tmp}/few.npy", "--clusters", "5"], r"3 samples, fewer than the 5"),
+    (["--dissimilarity", "hamming"], r"unknown dissimilarity 'hamming'"),
+    (["--data", "{tmp}/few.npy"], r"set the number of clusters with --clusters"),
+    (["--alpha", "-1"], r"argument --alpha: must be a number > 0, but is -1"),
+    (["--dataset", "mnist"], r"pass --data-dir"),
+]
+
+
+def write_bad_files(folder):
+    np.save(folder / "vector.npy", np.ones(5))
+    nan = np.ones((6, 2))
+    nan[3, 0] = np.nan
+    np.save(folder / "nan.npy", nan)
+    np.save(folder / "few.npy", np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS)
+def test_bad_input_one_line(tmp_path, capsys, argv, message):
+    write_bad_files(tmp_path)
+    output = tmp_path / "run"
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    status, out, err = run_main(["cluster", *argv, "--output", str(output)], capsys)
+    assert status == 2
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert not output.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "few.npy",
+        "nan.npy",
+        "vector.npy",
+    ]
+
+
+def test_output_not_empty(tmp_path, capsys):
+    (tmp_path / "kept.txt").write_text("x")
+    status, _, err = run_main(["cluster", *TINY, "--output", str(tmp_path)], capsys)
+    assert status == 2
+    assert "exists and is not empty" in error_lines(err)[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
+def test_program_bad_input_no_traceback(tmp_path):
+    result = run_program(["cluster", "--data", str(tmp_path / "absent.csv")])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = error_lines(result.stderr)
+    assert lines == [
+        f"dmae cluster: error: data file '{tmp_path}/absent.csv' not found"
+    ]
+
+
+def test_help_names_units(capsys):
+    status, out, _ = run_main(["cluster", "--help"], capsys)
+    assert status == 0
+    for option in ("--alpha", "--batch-size", "--lambda-c", "--strategy", "--output"):
+        assert option in out
+    assert "in samples" in out
+    assert "Adam step size" in out
+
+
+def test_info(capsys):
+    status, out, _ = run_main(["info"], capsys)
+    assert status == 0
+    for field in ("dmae", "TensorFlow", "Keras", "NumPy", "scikit-learn"):
+        assert any(line.startswith(field + " ") for line in out.splitlines()), field
+    assert "fused ops" in out
+    assert "avx2" in out
+    assert "CUDA build" in out
+    assert "GPUs" in out

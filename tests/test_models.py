@@ -1,0 +1,292 @@
+"""Tests of DeepDMAE: training stages, inference, saving, collapse, strategies."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dmae import _ops, datasets, metrics
+from dmae.models import AlphaAnnealing, ClusterCollapseError, DeepDMAE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "hidden_units": (16,),
+    "latent_dim": 2,
+    "pretrain_epochs": 2,
+    "epochs": 2,
+    "batch_size": 32,
+}
+
+
+def blobs(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = np.array([[-4.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 4.0]])
+    labels = np.arange(n) % 3
+    return (centers[labels] + rng.normal(scale=0.3, size=(n, 3))).astype(
+        np.float32
+    ), labels
+
+
+def test_fit_predict_shapes():
+    x, _ = blobs()
+    model = DeepDMAE(3, **TINY)
+    history = model.fit(x, verbose=0)
+    assert len(history["pretrain"]["loss"]) == 2
+    assert set(history["joint"]) == {"loss", "clustering_loss", "reconstruction_loss"}
+    assert model.transform(x).shape == (90, 2)
+    probabilities = model.predict_proba(x)
+    assert probabilities.shape == (90, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(model.predict(x), probabilities.argmax(axis=1))
+
+
+def test_joint_loss_terms():
+    x, _ = blobs()
+    model = DeepDMAE(3, lambda_c=0.5, lambda_r=2.0, **TINY)
+    model.fit(x, verbose=0)
+    outputs = model.joint(x)
+    clustering = float(tf.reduce_mean(model.joint.clustering_loss(outputs)))
+    reconstruction = float(tf.reduce_mean(tf.square(x - outputs["reconstruction"])))
+    total = float(model.joint.compute_loss(x=x, y_pred=outputs))
+    assert total == pytest.approx(0.5 * clustering + 2.0 * reconstruction, rel=1e-5)
+
+
+def test_same_seed_same_result():
+    x, _ = blobs()
+    first = DeepDMAE(3, seed=5, **TINY)
+    first.fit(x, verbose=0)
+    second = DeepDMAE(3, seed=5, **TINY)
+    second.fit(x, verbose=0)
+    for a, b in zip(first.joint.get_weights(), second.joint.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_round_trip(tmp_path):
+    x, _ = blobs()
+    model = DeepDMAE(3, alpha=3.0, **TINY)
+    model.fit(x, verbose=0)
+    model.save(tmp_path / "model")
+    loaded = DeepDMAE.load(tmp_path / "model")
+    assert loaded.config == model.config
+    np.testing.assert_allclose(
+        loaded.predict_proba(x), model.predict_proba(x), rtol=1e-6
+    )
+    assert float(loaded.mixture.alpha.numpy()) == 3.0
+
+
+def test_blobs_clustered():
+    x, labels = blobs(150)
+    model = DeepDMAE(3, **{**TINY, "pretrain_epochs": 20, "epochs": 5})
+    model.fit(x, verbose=0)
+    accuracy = metrics.unsupervised_classification_accuracy(labels, model.predict(x))
+    assert accuracy >= 0.95
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["manhattan", "cosine", "mahalanobis", "toroidal_euclidean", "kullback_leibler"],
+)
+def test_other_kinds_seeded_from_codes(kind):
+    x, _ = blobs()
+    model = DeepDMAE(3, dissimilarity=kind, **{**TINY, "epochs": 0})
+    model.fit(x, verbose=0)
+    centers = model.mixture.centers.numpy()
+    codes = model.transform(x)
+    # k-means++ picks rows of the codes; k-means centers lie inside their hull.
+    assert np.all(centers.min(axis=0) >= codes.min(axis=0) - 1e-3)
+    assert np.all(centers.max(axis=0) <= codes.max(axis=0) + 1e-3)
+    assert len(np.unique(model.predict(x))) == 3
+
+
+def test_collapse_reported():
+    # Two distinct points cannot fill three clusters.
+    x = np.repeat(np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], np.float32), 10, axis=0)
+    model = DeepDMAE(3, **{**TINY, "pretrain_epochs": 0})
+    with pytest.raises(
+        ClusterCollapseError,
+        match=r"clusters \[2\] stay empty or duplicate another center after 3",
+    ):
+        model.fit(x, verbose=0)
+
+
+def test_alpha_annealing_schedule():
+    layer = type("Layer", (), {"alpha": tf.Variable(0.0)})()
+    schedule = AlphaAnnealing(layer, 1.0, 100.0, 3)
+    assert schedule.value(0) == pytest.approx(1.0)
+    assert schedule.value(1) == pytest.approx(10.0)
+    assert schedule.value(2) == pytest.approx(100.0)
+    assert schedule.value(7) == pytest.approx(100.0)
+    schedule.on_epoch_begin(1)
+    assert float(layer.alpha.numpy()) == pytest.approx(10.0)
+
+
+def test_alpha_annealed_in_fit():
+    x, _ = blobs()
+    model = DeepDMAE(3, alpha=50.0, alpha_start=1.0, **TINY)
+    model.fit(x, verbose=0)
+    assert float(model.mixture.alpha.numpy()) == 50.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dissimilarity": "hamming"}, "unknown dissimilarity 'hamming'"),
+        ({"architecture": "conv"}, "need image_shape"),
+        ({"alpha": 0.0}, "alpha must be > 0, but is 0.0"),
+        ({"epochs": -1}, "epochs must be >= 0, but is -1"),
+    ],
+)
+def test_invalid_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DeepDMAE(3, **kwargs)
+
+
+def test_fewer_samples_than_clusters():
+    model = DeepDMAE(5, **TINY)
+    with pytest.raises(ValueError, match="x has 3 samples, fewer than the 5 clusters"):
+        model.fit(np.ones((3, 2), np.float32), verbose=0)
+
+
+def test_wrong_width_after_fit():
+    x, _ = blobs()
+    model = DeepDMAE(3, **TINY)
+    model.fit(x, verbose=0)
+    with pytest.raises(ValueError, match=r"shape \[n_samples, 3\], but has shape"):
+        model.predict(np.ones((4, 5), np.float32))
+
+
+def test_conv_autoencoder_digits():
+    dataset = datasets.load("digits", n_samples=64)
+    model = DeepDMAE(
+        10,
+        architecture="conv",
+        image_shape=dataset.image_shape,
+        augment=True,
+        **TINY,
+    )
+    model.fit(dataset.x, verbose=0)
+    assert model.decoder.output_shape == (None, 64)
+    assert model.predict(dataset.x).shape == (64,)
+
+
+def test_mirrored_strategy():
+    x, _ = blobs()
+    model = DeepDMAE(3, strategy=tf.distribute.MirroredStrategy(["/cpu:0"]), **TINY)
+    model.fit(x, verbose=0)
+    assert model.predict(x).shape == (90,)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.mark.skipif(_ops.use_reference(), reason="checks the fused ops")
+def test_multi_worker_same_weights(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    argv = [
+        sys.executable,
+        "-m",
+        "dmae.cli",
+        "cluster",
+        "--strategy",
+        "multi-worker",
+        "--dataset",
+        "blobs",
+        "--n-samples",
+        "64",
+        "--hidden-units",
+        "8",
+        "--latent-dim",
+        "2",
+        "--pretrain-epochs",
+        "2",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ]
+    processes = []
+    for index in range(2):
+        tf_config = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TF_CONFIG": json.dumps(tf_config),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        processes.append(
+            subprocess.Popen(
+                [*argv, "--output", str(tmp_path / f"worker{index}")],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=240))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+
+    reports = [
+        json.loads((tmp_path / f"worker{i}" / "metrics.json").read_text())
+        for i in range(2)
+    ]
+    for report in reports:
+        assert report["replicas"] == 2
+        assert report["ops"] == "fused"
+    models = [DeepDMAE.load(tmp_path / f"worker{i}" / "model") for i in range(2)]
+    first, second = (m.joint.get_weights() for m in models)
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _median_scores(seeds=(0, 1, 2)):
+    dataset = datasets.load("digits")
+    scores = []
+    for seed in seeds:
+        model = DeepDMAE(10, image_shape=dataset.image_shape, seed=seed)
+        model.fit(dataset.x, verbose=0)
+        labels = model.predict(dataset.x)
+        scores.append(
+            (
+                metrics.unsupervised_classification_accuracy(dataset.y, labels),
+                metrics.normalized_mutual_information(dataset.y, labels),
+            )
+        )
+    return np.median(np.array(scores), axis=0)
+
+
+# NOTE: fails with the current defaults, whose median over seeds 0, 1, 2 is
+# ACC 0.81 and NMI 0.82 (benchmarks/RESULTS.md).
+@pytest.mark.slow
+def test_digits_bar():
+    accuracy, nmi = _median_scores()
+    assert accuracy >= 0.85
+    assert nmi >= 0.80
