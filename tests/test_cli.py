@@ -1,17 +1,14 @@
 """Tests of the `dmae` command, in process through main(argv) and as a program."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SUBPROCESS_CWD, subprocess_env
 
 from dmae import cli
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # A small slice and a small network keep one training run to seconds.
 TINY = [
@@ -46,8 +43,8 @@ def run_program(argv, env=None, timeout=120):
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        cwd=ROOT,
+        env=subprocess_env(**(env or {})),
+        cwd=SUBPROCESS_CWD,
     )
 
 

@@ -1,20 +1,17 @@
 """Tests of DeepDMAE: training stages, inference, saving, collapse, strategies."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SUBPROCESS_CWD, subprocess_env
 
 from dmae import _ops, datasets, metrics
 from dmae.models import AlphaAnnealing, ClusterCollapseError, DeepDMAE
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "hidden_units": (16,),
@@ -225,17 +222,12 @@ def test_multi_worker_same_weights(tmp_path):
             "cluster": {"worker": workers},
             "task": {"type": "worker", "index": index},
         }
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "TF_CONFIG": json.dumps(tf_config),
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
+        env = subprocess_env(TF_CONFIG=json.dumps(tf_config))
         processes.append(
             subprocess.Popen(
                 [*argv, "--output", str(tmp_path / f"worker{index}")],
                 env=env,
-                cwd=ROOT,
+                cwd=SUBPROCESS_CWD,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
