@@ -41,7 +41,16 @@ def load_library():
     """
     path = Path(__file__).with_name(LIBRARY_NAME)
     if not path.exists():
-        raise ImportError(f"dmae's op library {path} is missing; {REBUILD_HINT}")
+        hint = REBUILD_HINT
+        if (path.parent.parent / "CMakeLists.txt").exists():
+            # Python found the unbuilt source tree before the installed package,
+            # as it does for `python -m ...` run from the repository root.
+            hint = (
+                f"this dmae was imported from the source tree {path.parent}; "
+                "run from another folder to use the installed package, or build "
+                "in place with cmake (README, 'Building by hand')"
+            )
+        raise ImportError(f"dmae's op library {path} is missing; {hint}")
     try:
         from dmae import _build_info
     except ImportError as error:
