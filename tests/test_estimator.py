@@ -1,6 +1,8 @@
 """Tests of DMAEClustering, the scikit-learn estimator around DeepDMAE."""
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,7 +27,13 @@ TINY = {
 }
 
 # Checks of scikit-learn 1.9 that DMAEClustering cannot pass, with the reason.
-EXPECTED_FAILED_CHECKS = {}
+EXPECTED_FAILED_CHECKS = {
+    "check_methods_sample_order_invariance": (
+        "TensorFlow's float32 matmul rounds a row differently depending on its "
+        "position in the batch, so reordering the rows moves some codes by one "
+        "unit in the last place, above the check's rtol of 1e-7"
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +50,19 @@ def fitted(blobs):
 
 def test_exported_from_package():
     assert dmae.DMAEClustering is DMAEClustering
+
+
+def test_import_dmae_skips_estimator():
+    code = "import sys, dmae; print('dmae.estimator' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_unknown_attribute_raises():
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        dmae.no_such_name  # noqa: B018
 
 
 def test_fit_shapes_and_label_range(blobs, fitted):
