@@ -18,3 +18,13 @@ from dmae import _ops
 __version__ = "0.1.0"
 
 _ops.register_ops_if_available()
+
+
+def __getattr__(name):
+    # The estimator pulls in Keras and scikit-learn, so it is imported on
+    # first use to keep `import dmae` light.
+    if name == "DMAEClustering":
+        from dmae.estimator import DMAEClustering
+
+        return DMAEClustering
+    raise AttributeError(f"module 'dmae' has no attribute {name!r}")
