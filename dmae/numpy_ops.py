@@ -1,4 +1,4 @@
-"""Pairwise dissimilarities on NumPy arrays, outside any TensorFlow graph.
+"""Pairwise dissimilarities and soft assignments on NumPy arrays, outside TF.
 
 These functions run the C++ CPU kernels of Dmae>PairwiseDissimilarity through
 the pybind11 module dmae._dmae_numpy, so on the same float32 or float64 input
@@ -133,3 +133,34 @@ def pairwise_dissimilarity_grad(
         np.asarray(grad), x, y, param, np.asarray(distance), kind, thread_count
     )
     return grad_x, grad_y, grad_param
+
+
+def soft_assignment(distance, centers, mixers, alpha, covariances=None, threads=None):
+    """Compute the soft assignments of Dmae>SoftAssignment on NumPy arrays.
+
+    S[i, :] = softmax(-alpha * distance[i, :] + log π⁺) with π⁺ = max(π, 0),
+    so a cluster whose mixing weight is <= 0 gets S = 0; when no weight is
+    positive the weights are ignored. The result has the bits of the op's
+    forward pass on the same input.
+
+    Args:
+      distance: [n, k] float32 or float64 array.
+      centers: [k, d] array of the dtype of distance.
+      mixers: [k] mixing weights of that dtype.
+      alpha: the inverse temperature, a number.
+      covariances: optional [k, d, d] array of that dtype.
+      threads: number of threads, or None for one per CPU.
+
+    Returns:
+      (S [n, k], S·centers [n, d], S·π⁺ [n]), plus the soft covariances
+      [n, d, d] when covariances is given.
+    """
+    distance = _float_array(distance, "distance")
+    return _dmae_numpy.soft_assignment(
+        distance,
+        np.asarray(centers),
+        np.asarray(mixers),
+        float(alpha),
+        None if covariances is None else np.asarray(covariances),
+        _thread_count(threads),
+    )

@@ -432,3 +432,37 @@ def test_binding_rejects_negative_threads():
 
 def test_kernel_isa_is_known():
     assert numpy_ops.kernel_isa() in ("avx512", "avx2", "baseline")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_covariances", [False, True])
+@pytest.mark.parametrize("n", [0, 1, 37])
+def test_soft_assignment_matches_the_op_bit_for_bit(dtype, with_covariances, n):
+    rng = np.random.default_rng(3)
+    k, d = 7, 5
+    distance = rng.uniform(0, 3, (n, k)).astype(dtype)
+    centers = rng.normal(size=(k, d)).astype(dtype)
+    mixers = rng.uniform(0, 1, k).astype(dtype)
+    mixers[2] = 0.0
+    covariances = rng.normal(size=(k, d, d)).astype(dtype) if with_covariances else None
+    got = numpy_ops.soft_assignment(distance, centers, mixers, 4.0, covariances)
+    expected = ops.soft_assignment(
+        distance, centers, mixers, tf.constant(4.0, dtype), covariances
+    )
+    assert len(got) == len(expected)
+    for name, a, b in zip(
+        ("S", "centers", "mixing", "cov"), got, expected, strict=False
+    ):
+        assert a.dtype == dtype, name
+        np.testing.assert_array_equal(a, np.asarray(b), err_msg=name)
+
+
+def test_soft_assignment_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"distance must have one column per center"):
+        numpy_ops.soft_assignment(np.ones((2, 3)), np.ones((4, 2)), np.ones(4), 1.0)
+    with pytest.raises(ValueError, match=r"mixers must have shape \[k\] = \[3\]"):
+        numpy_ops.soft_assignment(np.ones((2, 3)), np.ones((3, 2)), np.ones(2), 1.0)
+    with pytest.raises(ValueError, match=r"mixers must have dtype float64"):
+        numpy_ops.soft_assignment(
+            np.ones((2, 3)), np.ones((3, 2)), np.ones(3, np.float32), 1.0
+        )

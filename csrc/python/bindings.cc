@@ -27,6 +27,8 @@
 
 #include "csrc/kernels/dissimilarity.h"
 #include "csrc/kernels/pairwise_cpu.h"
+#include "csrc/kernels/soft_assignment.h"
+#include "csrc/kernels/soft_assignment_cpu.h"
 
 namespace py = pybind11;
 
@@ -273,12 +275,87 @@ py::tuple PairwiseBackwardBinding(const py::array& grad, const py::array& x,
   RaiseUnsupportedDtype(x);
 }
 
+// S, S·centers, S·π⁺ and, with covariances, Σ_j S[:, j] covariances[j]:
+// the forward of Dmae>SoftAssignment on the same kernels.
+template <typename T>
+py::tuple SoftAssignment(const py::array& distance, const py::array& centers,
+                         const py::array& mixers, double alpha,
+                         const py::object& covariances, int threads) {
+  const std::string dtype_name = DtypeName(distance);
+  const std::string expected = dtype_name + " (the dtype of distance)";
+  const py::array_t<T> dense_distance =
+      AsDense<T>(distance, "distance", dtype_name);
+  const py::array_t<T> dense_centers = AsDense<T>(centers, "centers", expected);
+  const py::array_t<T> dense_mixers = AsDense<T>(mixers, "mixers", expected);
+  const bool with_covariances = !covariances.is_none();
+  py::array_t<T> dense_covariances;
+  SoftAssignmentShapes shapes;
+  shapes.distance = ShapeOf(dense_distance);
+  shapes.centers = ShapeOf(dense_centers);
+  shapes.mixers = ShapeOf(dense_mixers);
+  shapes.alpha = Dims{};
+  if (with_covariances) {
+    dense_covariances = AsDense<T>(py::array(covariances), "covariances",
+                                   expected);
+    shapes.covariances = ShapeOf(dense_covariances);
+  }
+  const std::string error =
+      ValidateSoftAssignmentShapes(shapes, with_covariances);
+  if (!error.empty()) throw py::value_error(error);
+
+  const int64_t n = dense_distance.shape(0);
+  const int64_t k = dense_centers.shape(0);
+  const int64_t d = dense_centers.shape(1);
+  py::array_t<T> assignments({n, k});
+  py::array_t<T> soft_centers({n, d});
+  py::array_t<T> soft_mixers(std::vector<int64_t>{n});
+  py::array_t<T> soft_covariances(
+      with_covariances ? std::vector<int64_t>{n, d, d}
+                       : std::vector<int64_t>{n, 0, 0});
+  const SoftAssignmentInputs<T> in{
+      dense_distance.data(), dense_centers.data(), dense_mixers.data(),
+      static_cast<T>(alpha),
+      with_covariances ? dense_covariances.data() : nullptr, n, k, d};
+  const SoftAssignmentOutputs<T> out{
+      assignments.mutable_data(), soft_centers.mutable_data(),
+      soft_mixers.mutable_data(),
+      with_covariances ? soft_covariances.mutable_data() : nullptr};
+  if (n > 0) {
+    py::gil_scoped_release release;
+    SoftAssignmentForwardCpu(in, out, ThreadedFor(threads));
+  }
+  if (with_covariances) {
+    return py::make_tuple(assignments, soft_centers, soft_mixers,
+                          soft_covariances);
+  }
+  return py::make_tuple(assignments, soft_centers, soft_mixers);
+}
+
+py::tuple SoftAssignmentBinding(const py::array& distance,
+                                const py::array& centers,
+                                const py::array& mixers, double alpha,
+                                const py::object& covariances, int threads) {
+  threads = ResolveThreads(threads);
+  if (IsDtype(distance, py::dtype::of<float>())) {
+    return SoftAssignment<float>(distance, centers, mixers, alpha,
+                                 covariances, threads);
+  }
+  if (IsDtype(distance, py::dtype::of<double>())) {
+    return SoftAssignment<double>(distance, centers, mixers, alpha,
+                                  covariances, threads);
+  }
+  throw py::value_error(
+      "distance must have dtype float32 or float64, but has dtype " +
+      DtypeName(distance) + " and shape " + ShapeString(ShapeOf(distance)));
+}
+
 }  // namespace
 }  // namespace dmae
 
 PYBIND11_MODULE(_dmae_numpy, module) {
   module.doc() =
-      "The pairwise dissimilarity CPU kernels of dmae on NumPy arrays; "
+      "The pairwise dissimilarity and soft-assignment CPU kernels of dmae on "
+      "NumPy arrays; "
       "dmae.numpy_ops wraps them.";
   // py::array (not array_t) so a wrong dtype reaches the checks above
   // instead of a silent cast or pybind11's generic TypeError.
@@ -290,6 +367,11 @@ PYBIND11_MODULE(_dmae_numpy, module) {
              py::arg("grad"), py::arg("x"), py::arg("y"), py::arg("param"),
              py::arg("distance"), py::arg("kind"), py::arg("threads") = 0,
              "Return (dL/dx, dL/dy, dL/dparam) given grad = dL/dD and D.");
+  module.def("soft_assignment", &dmae::SoftAssignmentBinding,
+             py::arg("distance"), py::arg("centers"), py::arg("mixers"),
+             py::arg("alpha"), py::arg("covariances") = py::none(),
+             py::arg("threads") = 0,
+             "Return (S, S·centers, S·max(mixers, 0)[, soft covariances]).");
   module.def("kernel_isa", &dmae::PairwiseCpuIsa,
              "Instruction set the kernels were dispatched to on this CPU.");
   py::list kinds;
