@@ -33,7 +33,8 @@ constexpr char kKindAttr[] =
     "'chebyshev', 'cosine', 'mahalanobis', 'toroidal_euclidean', "
     "'kullback_leibler'}";
 
-// Reads a shape the inference context knows fully; false when it does not.
+// Reads a fully defined shape into `dims`; returns false when the shape is
+// not fully defined.
 bool KnownDims(InferenceContext* c, ShapeHandle shape,
                std::vector<int64_t>* dims) {
   if (!c->FullyDefined(shape)) return false;
@@ -67,8 +68,8 @@ absl::Status CheckPairwiseShapes(InferenceContext* c, ShapeHandle x,
   }
   std::vector<int64_t> x_dims, y_dims, param_dims;
   if (KnownDims(c, y, &y_dims) && KnownDims(c, param, &param_dims)) {
-    // n does not change the rules, so a placeholder stands in for it when
-    // the batch size is unknown.
+    // n does not change the rules, so a placeholder replaces it when the
+    // batch size is unknown.
     x_dims = {1, y_dims[1]};
     if (c->RankKnown(x) && c->ValueKnown(c->Dim(x, 1))) {
       x_dims[1] = c->Value(c->Dim(x, 1));
@@ -250,7 +251,7 @@ class PairwiseDissimilarityGradOp : public OpKernel {
     const ComputeType<T>* forward_distance = distance_view.data();
     std::vector<ComputeType<T>> recomputed;
     if constexpr (!std::is_same_v<T, ComputeType<T>>) {
-      // The float16/bfloat16 distance was rounded; the gradient divides by
+      // The float16/bfloat16 distance was rounded. The gradient divides by
       // it (euclidean) or compares features with it (chebyshev), so it is
       // recomputed in float32 from the inputs.
       recomputed.resize(static_cast<size_t>(in.n * in.k));
