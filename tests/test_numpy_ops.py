@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import make_inputs as shared_inputs
 
 from dmae import _dmae_numpy, _ops, numpy_ops, ops
 
@@ -23,21 +24,8 @@ SHAPES = [(0, 3, 4), (5, 0, 3), (4, 3, 0), (1, 1, 1), (37, 19, 7)]
 
 
 def make_inputs(kind, n, k, d, dtype, seed=0):
-    """Return (x, y, param) of `dtype` that are valid input for `kind`."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    y = rng.normal(size=(k, d))
-    param = None
-    if kind == "minkowski":
-        param = np.float64(3.0)
-    elif kind == "mahalanobis":
-        factors = rng.normal(size=(k, d, d)) / np.sqrt(max(d, 1))
-        param = factors @ factors.transpose(0, 2, 1)
-    elif kind == "toroidal_euclidean":
-        param = rng.uniform(1.0, 3.0, size=d)
-    elif kind == "kullback_leibler":
-        x = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
-        y = np.exp(y) / np.exp(y).sum(axis=1, keepdims=True)
+    """Return the shared test inputs for `kind` (conftest), cast to `dtype`."""
+    x, y, param = shared_inputs(kind, n, k, d, seed)
     param = None if param is None else np.asarray(param, dtype)
     return x.astype(dtype), y.astype(dtype), param
 
