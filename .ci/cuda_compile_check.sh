@@ -3,7 +3,7 @@
 # so a .cu file that does not compile cannot land. Nothing runs on a GPU.
 # It builds for one architecture (sm_90; DMAE_CUDA_ARCHS overrides it) in a
 # TensorFlow-free configuration, which takes about 3 minutes on 2 cores.
-# Without nvcc it says so and succeeds.
+# Without nvcc it prints that it skips the check and succeeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -61,7 +61,7 @@ def make_inputs(kind, n, k, d, dtype, seed=0):
 
 
 def upstream_formulation(kind, x, y, param):
-    """One row of X against every center at a time, as upstream dmae did."""
+    """Compute one row of X against every center at a time, as upstream dmae did."""
 
     def row(xi):
         u = xi[None, :] - y

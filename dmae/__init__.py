@@ -9,8 +9,8 @@ ops.
 Importing dmae registers the ops with TensorFlow when the op library is
 present and matches the installed TensorFlow, so a SavedModel that uses
 them loads after `import dmae`. When the library cannot be loaded, the
-import still succeeds and the first fused op raises the ImportError that
-says why.
+import still succeeds and the first fused op raises an ImportError with the
+reason.
 """
 
 from dmae import _ops

@@ -83,8 +83,8 @@ def load(
     Args:
       name: one of NAMES; "file" reads `path`.
       path: a .npy, .npz or .csv file, for name "file".
-      labels_column: index of the column of a .npy or .csv matrix that holds
-        the labels (negative counts from the end); it is removed from x.
+      labels_column: index of the column of a .npy or .csv matrix that
+        contains the labels (negative counts from the end). It is removed from x.
       data_dir: folder with the MNIST or Fashion-MNIST files.
       n_samples: size of a generated set (default 1000), or the number of
         leading rows to keep of any other set.
@@ -170,7 +170,7 @@ def _as_int_labels(y, name):
 def load_file(path, labels_column=None):
     """Read a .npy matrix, a .npz archive or a .csv file of numbers.
 
-    A .npz holds the features under "x" (or "data", "X") and optional labels
+    A .npz contains the features under "x" (or "data", "X") and optional labels
     under "y" (or "labels", "target"); a Keras-style archive with x_train,
     y_train, x_test and y_test is concatenated. A .csv may start with one
     header line.
@@ -298,8 +298,8 @@ def read_idx(path):
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(content) - header_size != expected:
         raise ValueError(
-            f"{str(path)!r} should hold {expected} bytes of data for shape {shape}, "
-            f"but holds {len(content) - header_size}"
+            f"{str(path)!r} must contain {expected} bytes of data for shape "
+            f"{shape}, but contains {len(content) - header_size}"
         )
     return np.frombuffer(content, dtype, offset=header_size).reshape(shape)
 

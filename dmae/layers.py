@@ -343,7 +343,7 @@ class DissimilarityMixtureAutoencoderCov(_CovMixin, _DissimilarityMixtureBase):
     """Return (μ̃ [n, d], soft covariance [n, d, d], π̃ [n]) with mahalanobis.
 
     Weights are centers [k, d], cov [k, d, d] and mixers [1, k], all
-    trainable by default. cov holds the factors A_j and defaults to
+    trainable by default. cov contains the factors A_j and defaults to
     RandomUniform(-1, 1). The dissimilarity uses A_j A_jᵀ, and a callable
     dissimilarity is called as f(X, Y, A Aᵀ).
     Other arguments as DissimilarityMixtureAutoencoder.

@@ -203,7 +203,7 @@ class DissimilarityMixtureLoss(keras.losses.Loss):
     """The clustering loss as a Keras loss: y_true is X, y_pred is packed.
 
     y_pred is pack_predictions(μ̃, π̃), or pack_predictions(μ̃, π̃, Σ̃) for
-    mahalanobis. For kullback_leibler, y_true holds the logits of P and μ̃ the
+    mahalanobis. For kullback_leibler, y_true contains the logits of P and μ̃ the
     logits of Q̃. The default reduction "sum" matches the `<kind>_loss`
     functions; "sum_over_batch_size" gives the batch mean.
 

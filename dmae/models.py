@@ -97,7 +97,7 @@ def build_dense_autoencoder(input_dim, hidden_units, latent_dim):
 def build_conv_autoencoder(image_shape, latent_dim):
     """Return (encoder, decoder) of three stride-2 convolutions and a dense code.
 
-    Both work on flattened rows, so the rest of the model sees [n, d] only.
+    Both work on flattened rows, so the rest of the model gets [n, d] only.
     The decoder mirrors the encoder with transposed convolutions and crops
     the result to image_shape when the strides overshoot it.
     """

@@ -148,7 +148,7 @@ def test_read_idx_truncated(tmp_path):
     write_idx(tmp_path / "images", np.zeros((2, 3, 3), np.uint8))
     content = (tmp_path / "images").read_bytes()
     (tmp_path / "images").write_bytes(content[:-1])
-    with pytest.raises(ValueError, match=r"should hold 18 bytes .* but holds 17"):
+    with pytest.raises(ValueError, match=r"must contain 18 bytes .* but contains 17"):
         datasets.read_idx(tmp_path / "images")
 
 

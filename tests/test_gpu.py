@@ -1,4 +1,4 @@
-"""CPU/GPU parity of the pairwise op where TensorFlow sees a GPU.
+"""CPU/GPU parity of the pairwise op where TensorFlow lists a GPU.
 
 The op library registers CPU kernels only for now (see CMakeLists.txt), so on
 a GPU machine these tests check that the op placed on /GPU:0 still runs, by

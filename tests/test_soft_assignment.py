@@ -257,7 +257,7 @@ def test_large_alpha_distance_is_one_hot(dtype):
 
 
 def test_tie_at_large_scale_splits_evenly():
-    # Two clusters tie at α·D = 1e10, which float32 holds exactly. The third
+    # Two clusters tie at α·D = 1e10, which float32 represents exactly. The third
     # is 1e4 further in logit, so exp(-1e4) = 0.
     distance = tf.constant([[1e6, 1e6, 1e6 + 1.0]], tf.float32)
     s, _, _ = ops.soft_assignment(distance, tf.zeros([3, 1]), tf.ones([3]), 1e4)

@@ -471,8 +471,8 @@ struct MinkowskiGrad {
 };
 
 // The subgradient of max_f |u_f| split equally among the tied features. The
-// forward output is the max itself; it is recomputed only when it matches no
-// feature (a distance tensor that did not come from the forward pass).
+// forward output is the max itself. It is recomputed only when it matches no
+// feature, as for a distance tensor that did not come from the forward pass.
 template <typename T>
 struct ChebyshevGrad {
   T Diff(T x, T y, int64_t) const { return x - y; }
