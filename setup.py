@@ -56,7 +56,7 @@ class CMakeBuild(build_ext):
             f"-DDMAE_OUTPUT_DIR={output_dir}",
             "-DCMAKE_BUILD_TYPE=Release",
         ]
-        for variable in ("DMAE_CUDA", "DMAE_CUDA_ARCHS"):
+        for variable in ("DMAE_CUDA", "DMAE_CUDA_ARCHS", "DMAE_GPU_OPS"):
             if os.environ.get(variable):
                 configure.append(f"-D{variable}={os.environ[variable]}")
         subprocess.run(configure, check=True)
@@ -69,6 +69,7 @@ class CMakeBuild(build_ext):
 setup(
     # One CMake build writes both modules. Listing the binding as well adds it
     # to the outputs setuptools tracks, and its CMake run has nothing to do.
+    # The GPU library, when DMAE_GPU_OPS=1, comes out of the same CMake run.
     ext_modules=[
         CMakeExtension("dmae._dmae_ops"),
         CMakeExtension("dmae._dmae_numpy"),

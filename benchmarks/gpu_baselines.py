@@ -167,6 +167,44 @@ def time_row_chunks(fn, x, y, param, grad):
     return time_ms(forward), time_ms(forward_backward)
 
 
+# The shapes soft_assignment_gpu_check times, float32, without covariances.
+SOFT_SHAPES = [(65536, 100, 64), (65536, 10, 784)]
+
+
+def soft_assignment(distance, centers, mixers, alpha):
+    """S = softmax(-alpha·D + log π), S·θ and S·π in plain PyTorch, the
+    formulation a user would write (all weights positive here)."""
+    s = torch.softmax(-alpha * distance + torch.log(mixers), dim=1)
+    return s, s @ centers, s @ mixers
+
+
+def time_soft_assignment(n, k, d, device):
+    """Forward and forward+backward milliseconds of soft_assignment."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    distance = 3 * torch.rand(n, k, device=device, generator=generator)
+    centers = torch.randn(k, d, device=device, generator=generator)
+    mixers = 0.1 + torch.rand(k, device=device, generator=generator)
+    grads = [
+        torch.randn(n, k, device=device, generator=generator),
+        torch.randn(n, d, device=device, generator=generator),
+        torch.randn(n, device=device, generator=generator),
+    ]
+    alpha = torch.tensor(1.0, device=device)
+    leaves = [t.clone().requires_grad_() for t in (distance, centers, mixers)]
+
+    def forward():
+        with torch.no_grad():
+            soft_assignment(distance, centers, mixers, alpha)
+
+    def forward_backward():
+        for leaf in leaves:
+            leaf.grad = None
+        outputs = soft_assignment(*leaves, alpha)
+        torch.autograd.backward(outputs, grads)
+
+    return time_ms(forward), time_ms(forward_backward)
+
+
 def read_dmae(path):
     if path is None or not Path(path).exists():
         return {}
@@ -232,6 +270,14 @@ def main():
             )
             del x, y, param, grad
             torch.cuda.empty_cache()
+    for n, k, d in SOFT_SHAPES:
+        plain = time_soft_assignment(n, k, d, device)
+        ours = dmae.get(("soft_assignment", n, k, d), (None, None))
+        print(
+            f"| soft_assignment | {n}, {k}, {d} | {cell(ours[0])} "
+            f"| {cell(ours[1])} |  |  | softmax, S @ centers "
+            f"| {cell(plain[0])} | {cell(plain[1])} |"
+        )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 # One-shot GPU check for a machine with an NVIDIA GPU, CMake, nvcc, PyTorch
 # and no TensorFlow. It builds cuda/tests/pairwise_gpu_check.cu for this GPU
 # only, runs it (CUDA kernels against the CPU kernels for every kind, float
-# and double, plus timings), then times the PyTorch baselines and prints one
-# markdown table. Outputs go to $OUT when it is set, else to ./gpu_check_out.
+# and double, plus timings), does the same for the soft-assignment kernels
+# (cuda/tests/soft_assignment_gpu_check.cu), then times the PyTorch
+# baselines and prints one markdown table. Outputs go to $OUT when it is set, else to ./gpu_check_out.
 #
 #   benchmarks/gpu_check.sh
 #
@@ -11,8 +12,8 @@
 # DMAE_CUDA_ARCHS (architectures to compile, default: the GPU's), PYTHON
 # (the interpreter with PyTorch, default python3).
 #
-# Exit status: that of the check executable (0 when every parity check
-# passed), or the first failing build step.
+# Exit status: 0 when every parity check of both executables passed, else
+# that of the first failing one, or of the first failing build step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,14 +32,20 @@ start=$(date +%s)
 cmake -S . -B "$build_dir" -DDMAE_TF_OPS=OFF -DDMAE_NUMPY=OFF -DDMAE_CUDA=1 \
   -DDMAE_CUDA_ARCHS="$arch" -DCMAKE_BUILD_TYPE=Release \
   > "$out_dir/configure.log" 2>&1
-cmake --build "$build_dir" --target pairwise_gpu_check \
+cmake --build "$build_dir" --target pairwise_gpu_check soft_assignment_gpu_check \
   --parallel "$(nproc)" > "$out_dir/build.log" 2>&1
-echo "built pairwise_gpu_check for sm_$arch in $(( $(date +%s) - start )) s" \
+echo "built the GPU checks for sm_$arch in $(( $(date +%s) - start )) s" \
   | tee -a "$out_dir/gpu.txt"
 
 status=0
 "$build_dir/pairwise_gpu_check" --timing-csv "$out_dir/dmae_timings.csv" \
   2>&1 | tee "$out_dir/check.log" || status=$?
+soft_status=0
+"$build_dir/soft_assignment_gpu_check" \
+  --timing-csv "$out_dir/dmae_soft_timings.csv" \
+  2>&1 | tee -a "$out_dir/check.log" || soft_status=$?
+if [[ "$status" -eq 0 ]]; then status="$soft_status"; fi
+tail -n +2 "$out_dir/dmae_soft_timings.csv" >> "$out_dir/dmae_timings.csv"
 echo "$(grep -c '^PASS' "$out_dir/check.log" || true) checks passed"
 grep '^FAIL' "$out_dir/check.log" || true
 

@@ -5,15 +5,24 @@ against the TensorFlow version that is installed now, because custom ops link
 against libtensorflow_framework and its C++ ABI. With the environment
 variable DMAE_OPS=reference every op runs its pure-TF reference instead and
 the library is never loaded; nothing falls back to the references silently.
+
+The GPU kernels are a second library, loaded after the first only when it
+was built (CMake option DMAE_GPU_OPS) and TensorFlow sees a GPU, so that a
+CPU-only install never needs the CUDA driver. When it is absent or fails to
+load, the ops run on the CPU kernels, and `dmae info` reports why.
 """
 
 import functools
+import logging
 import os
 from pathlib import Path
 
 import tensorflow as tf
 
 LIBRARY_NAME = "_dmae_ops.so"
+GPU_LIBRARY_NAME = "_dmae_ops_gpu.so"
+
+logger = logging.getLogger(__name__)
 REBUILD_HINT = (
     "rebuild it with `pip install --force-reinstall --no-deps .` from the dmae "
     "source tree, or set DMAE_OPS=reference to run the pure-TF references"
@@ -64,7 +73,43 @@ def load_library():
             f"{_build_info.TF_VERSION}, but TensorFlow {tf.__version__} is "
             f"installed; {REBUILD_HINT}"
         )
-    return tf.load_op_library(str(path))
+    library = tf.load_op_library(str(path))
+    load_gpu_library()
+    return library
+
+
+def gpu_library_built() -> bool:
+    """Return whether this build of dmae includes the GPU kernels."""
+    try:
+        from dmae import _build_info
+    except ImportError:
+        return False
+    built = getattr(_build_info, "GPU_OPS", False)
+    return built and Path(__file__).with_name(GPU_LIBRARY_NAME).exists()
+
+
+@functools.cache
+def load_gpu_library() -> str:
+    """Register the GPU kernels when they were built and a GPU is visible.
+
+    Call it after the op library is loaded, because the GPU library only adds
+    kernels to the ops that library registers. Returns "loaded", or a reason
+    why the ops run on the CPU kernels only. A GPU library that fails to load
+    (for example, a driver too old for the CUDA version it was compiled
+    with) is logged as a warning and not raised, so the CPU kernels still
+    serve every op.
+    """
+    if not gpu_library_built():
+        return "not built (build with DMAE_GPU_OPS=1, README 'CUDA kernels')"
+    if not tf.config.list_physical_devices("GPU"):
+        return "built, not loaded: TensorFlow sees no GPU"
+    path = Path(__file__).with_name(GPU_LIBRARY_NAME)
+    try:
+        tf.load_library(str(path))
+    except tf.errors.NotFoundError as error:
+        logger.warning("could not load %s, running on CPU kernels: %s", path, error)
+        return f"built, failed to load: {error}"
+    return "loaded"
 
 
 def register_ops_if_available() -> None:

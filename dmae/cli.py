@@ -323,7 +323,13 @@ def _info():
         archs = getattr(_build_info, "CUDA_ARCHS", None)
     except ImportError:
         archs = None
-    print(f"CUDA build    {'yes, ' + str(archs) if archs else 'no'}")
+    print(f"CUDA build    {'yes, sm ' + ', '.join(archs) if archs else 'no'}")
+    if _ops.use_reference():
+        print("GPU kernels   not used (DMAE_OPS=reference)")
+    elif _ops.gpu_library_built():
+        print(f"GPU kernels   {_ops.load_gpu_library()}")
+    else:
+        print("GPU kernels   not built")
     gpus = tf.config.list_physical_devices("GPU")
     print(f"GPUs          {len(gpus)}" + "".join(f"\n  {gpu.name}" for gpu in gpus))
     return 0

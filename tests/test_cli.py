@@ -174,3 +174,9 @@ def test_info(capsys):
     assert "avx2" in out
     assert "CUDA build" in out
     assert "GPUs" in out
+    gpu_lines = [line for line in out.splitlines() if line.startswith("GPU kernels ")]
+    assert len(gpu_lines) == 1, out
+    status_text = gpu_lines[0].removeprefix("GPU kernels").strip()
+    assert status_text.startswith(("not built", "built, ", "loaded", "not used")), (
+        status_text
+    )
