@@ -76,7 +76,7 @@ constexpr int64_t kNcPanels = 8;
 // a packed B panel (kc×kNr, row stride kNr). The accumulators are locals
 // whose address is never taken, so the compiler keeps them in registers.
 // Loads and stores use the unaligned vector type for the same reason: a
-// memcpy there made GCC 13 spill every accumulator on every step.
+// memcpy there made GCC 12 spill every accumulator on every step.
 template <typename T>
 inline void MicroKernel(int64_t kc, const T* ap, const T* bp, T* c,
                         int64_t ldc, bool accumulate) {
