@@ -404,18 +404,31 @@ void BackwardCenters(const SoftAssignmentInputs<T>& in,
   }
 
   // dπ_j is the π̃ path plus the logit path (dz/dπ_j = 1/π_j). It is 0
-  // where π_j <= 0, because those clusters take no part in S or π̃.
-  parallel_for(k, 4 * n, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      T mixer_term = T(0), logit_term = T(0);
+  // where π_j <= 0, because those clusters take no part in S or π̃. A unit
+  // walks the rows once for its centers, so it reads S and dL/dz row by row
+  // while each center's sums still run over i in order.
+  parallel_for(units, 4 * n * kCentersPerUnit, [&](int64_t b, int64_t e) {
+    T mixer_terms[kCentersPerUnit];
+    T logit_terms[kCentersPerUnit];
+    for (int64_t unit = b; unit < e; ++unit) {
+      const int64_t j0 = unit * kCentersPerUnit;
+      const int64_t centers = std::min(kCentersPerUnit, k - j0);
+      std::fill(mixer_terms, mixer_terms + centers, T(0));
+      std::fill(logit_terms, logit_terms + centers, T(0));
       for (int64_t i = 0; i < n; ++i) {
-        const T s = assignments[i * k + j];
-        if (s == T(0)) continue;
-        mixer_term += up.soft_mixers[i] * s;
-        logit_term += logit_grads[i * k + j];
+        const T* si = assignments + i * k + j0;
+        const T* gz = logit_grads + i * k + j0;
+        for (int64_t c = 0; c < centers; ++c) {
+          if (si[c] == T(0)) continue;
+          mixer_terms[c] += up.soft_mixers[i] * si[c];
+          logit_terms[c] += gz[c];
+        }
       }
-      const T weight = in.mixers[j];
-      out.mixers[j] = weight > T(0) ? mixer_term + logit_term / weight : T(0);
+      for (int64_t c = 0; c < centers; ++c) {
+        const T weight = in.mixers[j0 + c];
+        out.mixers[j0 + c] =
+            weight > T(0) ? mixer_terms[c] + logit_terms[c] / weight : T(0);
+      }
     }
   });
 }
