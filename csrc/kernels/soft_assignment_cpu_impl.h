@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "csrc/kernels/gemm_cpu.h"
@@ -60,30 +61,6 @@ ClusterTable<T> MakeClusterTable(const T* mixers, int64_t k) {
   return table;
 }
 
-// Writes one row of S from one row of D.
-template <typename T>
-void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
-                int64_t k, T* assignments) {
-  bool found = false;
-  T max_logit = T(0);
-  for (int64_t j = 0; j < k; ++j) {
-    if (!table.active[j]) continue;
-    const T z = Logit(distance[j], alpha, table.log_weight[j]);
-    if (!found || z > max_logit) max_logit = z;
-    found = true;
-  }
-  T sum = T(0);
-  for (int64_t j = 0; j < k; ++j) {
-    T e = T(0);
-    if (table.active[j]) {
-      e = std::exp(Logit(distance[j], alpha, table.log_weight[j]) - max_logit);
-    }
-    assignments[j] = e;
-    sum += e;
-  }
-  for (int64_t j = 0; j < k; ++j) assignments[j] = assignments[j] / sum;
-}
-
 // A tile of OrderedProduct: 4 rows × 16 columns of accumulators, which fit
 // in 8 AVX2 registers as float next to the broadcast values of a.
 constexpr int kTileRows = 4;
@@ -100,6 +77,113 @@ struct Vector {
   typedef T unaligned __attribute__((vector_size(32), aligned(alignof(T))));
   static constexpr int kLanes = 32 / sizeof(T);
 };
+
+// exp(x) on the lanes of a Vector, for the softmax. glibc's scalar exp
+// took most of the time of the softmax. Every lane runs the same IEEE
+// operations (with contraction off), so a value gets the same bits in any
+// lane and on every instruction set. The range reduction is Cody-Waite with
+// round-to-nearest by the 1.5·2^mantissa trick, and the polynomial and Padé
+// forms are Cephes' expf and exp (about 1 ulp). Results below the smallest
+// normal number are flushed to 0, so exp(x) = 0 for x < -87.33 (float) or
+// x < -708.39 (double), and exp(0) = 1 exactly.
+inline Vector<float>::type ExpLanes(Vector<float>::type x) {
+  using V = Vector<float>::type;
+  typedef int32_t Bits __attribute__((vector_size(32)));
+  const float kMax = 88.3762626647949f;
+  const float kMin = -87.3365447504019f;  // 2^kMin / log2(e) is the min normal
+  const float kRound = 12582912.0f;       // 1.5 · 2^23
+  V clamped = x > kMax ? V{} + kMax : x;
+  clamped = clamped < kMin ? V{} + kMin : clamped;
+  const V shifted = clamped * 1.44269504088896341f + kRound;
+  const V n = shifted - kRound;
+  const Bits exponent = (Bits)shifted - (Bits)(V{} + kRound);
+  V r = clamped - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const V y = p * (r * r) + r + 1.0f;
+  const V scale = (V)((exponent + 127) << 23);
+  const V result = y * scale;
+  return x < kMin ? V{} : result;
+}
+
+inline Vector<double>::type ExpLanes(Vector<double>::type x) {
+  using V = Vector<double>::type;
+  typedef int64_t Bits __attribute__((vector_size(32)));
+  const double kMax = 709.437;
+  const double kMin = -708.3964185322641;  // 2^kMin / log2(e) is the min normal
+  const double kRound = 6755399441055744.0;  // 1.5 · 2^52
+  V clamped = x > kMax ? V{} + kMax : x;
+  clamped = clamped < kMin ? V{} + kMin : clamped;
+  const V shifted = clamped * 1.4426950408889634073599 + kRound;
+  const V n = shifted - kRound;
+  const Bits exponent = (Bits)shifted - (Bits)(V{} + kRound);
+  V r = clamped - n * 6.93145751953125e-1;
+  r = r - n * 1.42860682030941723212e-6;
+  const V rr = r * r;
+  V p = V{} + 1.26177193074810590878e-4;
+  p = p * rr + 3.02994407707441961300e-2;
+  p = p * rr + 9.99999999999999999910e-1;
+  p = p * r;
+  V q = V{} + 3.00198505138664455042e-6;
+  q = q * rr + 2.52448340349684104192e-3;
+  q = q * rr + 2.27265548208155028766e-1;
+  q = q * rr + 2.00000000000000000009e0;
+  const V y = (p / (q - p)) * 2.0 + 1.0;
+  const V scale = (V)((exponent + 1023) << 52);
+  const V result = y * scale;
+  return x < kMin ? V{} : result;
+}
+
+// Writes one row of S from one row of D.
+template <typename T>
+void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
+                int64_t k, T* assignments) {
+  using V = typename Vector<T>::type;
+  constexpr int kLanes = Vector<T>::kLanes;
+  bool found = false;
+  T max_logit = T(0);
+  for (int64_t j = 0; j < k; ++j) {
+    if (!table.active[j]) continue;
+    const T z = Logit(distance[j], alpha, table.log_weight[j]);
+    assignments[j] = z;
+    if (!found || z > max_logit) max_logit = z;
+    found = true;
+  }
+  // An inactive cluster gets exp(0) here and 0 below, so no lane sees an
+  // uninitialized value. A partial last vector is padded the same way.
+  for (int64_t j = 0; j < k; ++j) {
+    if (!table.active[j]) assignments[j] = max_logit;
+  }
+  using U = typename Vector<T>::unaligned;
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= k; j0 += kLanes) {
+    U* chunk = reinterpret_cast<U*>(assignments + j0);
+    *chunk = ExpLanes(V(*chunk) - max_logit);
+  }
+  if (j0 < k) {
+    const int64_t lanes = k - j0;
+    T values[kLanes];
+    for (int c = 0; c < kLanes; ++c) {
+      values[c] = (c < lanes ? assignments[j0 + c] : max_logit) - max_logit;
+    }
+    V v;
+    std::memcpy(&v, values, sizeof(v));
+    v = ExpLanes(v);
+    std::memcpy(values, &v, sizeof(v));
+    for (int64_t c = 0; c < lanes; ++c) assignments[j0 + c] = values[c];
+  }
+  T sum = T(0);
+  for (int64_t j = 0; j < k; ++j) {
+    if (!table.active[j]) assignments[j] = T(0);
+    sum += assignments[j];
+  }
+  for (int64_t j = 0; j < k; ++j) assignments[j] = assignments[j] / sum;
+}
 
 // Full tile: exactly kTileCols columns.
 template <int R, typename T>
