@@ -402,6 +402,27 @@ def test_reference_mode_runs_reference(monkeypatch):
     assert "Softmax" in op_types
 
 
+def test_reference_implementation_runs_no_op():
+    inputs = make_inputs(6, 4, 2, dtype=tf.float32)
+
+    def reference_soft_assignment(**kwargs):
+        return ops.soft_assignment(**kwargs, implementation="reference")
+
+    graph = tf.function(reference_soft_assignment).get_concrete_function(**inputs).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert "Dmae>SoftAssignment" not in op_types
+    assert "Softmax" in op_types
+
+
+def test_unknown_implementation_raises_value_error():
+    inputs = make_inputs(6, 4, 2, dtype=tf.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"implementation must be 'fused', 'reference' or None, but is 'gpu'",
+    ):
+        ops.soft_assignment(**inputs, implementation="gpu")
+
+
 def test_op_is_in_graph():
     inputs = make_inputs(6, 4, 2, dtype=tf.float32)
     graph = tf.function(ops.soft_assignment).get_concrete_function(**inputs).graph
