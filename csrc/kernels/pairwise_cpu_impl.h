@@ -7,7 +7,9 @@
 // accumulators in registers and the compiler vectorizes across centers.
 // Vectorizing across centers, not features, keeps each D[i,j] a sequential
 // sum over features: the result does not depend on the vector width, and
-// nothing n×k×d is ever stored.
+// nothing n×k×d is ever stored. Cosine and Kullback-Leibler are matrix
+// products at heart and run on the packed GEMM of gemm_cpu.h instead, in
+// both passes.
 //
 // Backward: phase A writes dL/dx one row at a time, phase B dL/dy one center
 // at a time; each inner loop runs over contiguous features. Reductions over
@@ -320,7 +322,7 @@ void FinishInPlace(int64_t n, int64_t k, T* out, const ParallelFor& parallel_for
 }
 
 // Cosine: the dot products X Yᵀ from the packed product, then CosineFinish.
-// Each dot is a sequential sum over features, as in the tiled loop.
+// Each dot is a sequential sum over features (gemm_cpu.h).
 template <typename T>
 void ForwardCosine(const PairwiseInputs<T>& in, T* out,
                    const ParallelFor& parallel_for) {

@@ -7,10 +7,10 @@
 // (CMakeLists.txt), and every inner loop runs over contiguous features or
 // over centers, never across the summation index, so the compiler may
 // vectorize it without changing a single bit. The products with S take one
-// of two paths, chosen from the share of nonzero entries in S (IsDense):
-// the packed product of gemm_cpu.h when S is dense, or loops that skip the
-// terms whose S[i,j] is exactly 0 when it is sparse, as with the large α of
-// training, where most rows are one-hot. Adding 0·v leaves a finite sum
+// of two paths, chosen by the share of nonzero entries in S (IsDense). A
+// dense S goes through the packed product of gemm_cpu.h. A sparse S, as with
+// the large α of training where most rows are one-hot, goes through loops
+// that skip the terms whose S[i,j] is exactly 0. Adding 0·v leaves a finite sum
 // unchanged, so both paths give the same bits for finite inputs.
 #ifndef DMAE_CPU_ISA
 #error "define DMAE_CPU_ISA before including soft_assignment_cpu_impl.h"
@@ -90,7 +90,7 @@ inline Vector<float>::type ExpLanes(Vector<float>::type x) {
   using V = Vector<float>::type;
   typedef int32_t Bits __attribute__((vector_size(32)));
   const float kMax = 88.3762626647949f;
-  const float kMin = -87.3365447504019f;  // 2^kMin / log2(e) is the min normal
+  const float kMin = -87.3365447504019f;  // exp(kMin) is FLT_MIN
   const float kRound = 12582912.0f;       // 1.5 · 2^23
   V clamped = x > kMax ? V{} + kMax : x;
   clamped = clamped < kMin ? V{} + kMin : clamped;
@@ -115,7 +115,7 @@ inline Vector<double>::type ExpLanes(Vector<double>::type x) {
   using V = Vector<double>::type;
   typedef int64_t Bits __attribute__((vector_size(32)));
   const double kMax = 709.437;
-  const double kMin = -708.3964185322641;  // 2^kMin / log2(e) is the min normal
+  const double kMin = -708.3964185322641;  // exp(kMin) is DBL_MIN
   const double kRound = 6755399441055744.0;  // 1.5 · 2^52
   V clamped = x > kMax ? V{} + kMax : x;
   clamped = clamped < kMin ? V{} + kMin : clamped;
@@ -154,7 +154,7 @@ void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
     if (!found || z > max_logit) max_logit = z;
     found = true;
   }
-  // An inactive cluster gets exp(0) here and 0 below, so no lane sees an
+  // An inactive cluster gets exp(0) here and 0 below, so no lane reads an
   // uninitialized value. A partial last vector is padded the same way.
   for (int64_t j = 0; j < k; ++j) {
     if (!table.active[j]) assignments[j] = max_logit;
