@@ -37,6 +37,16 @@ import tensorflow as tf
 
 from dmae import dissimilarities, ops
 
+# The soft assignment the layers run (see ops.soft_assignment). With
+# benchmarks/soft_assignment.py (float32, forward + backward, TensorFlow 2.21
+# on a 2-core AMD EPYC shared with other jobs), the pure-TF version used 0.6
+# to 0.9 times the CPU time of the fused op at every n×k×d tried, from
+# 256×10×10 to 4096×100×256. The fused op's matrix products match TF's
+# matmul, but its backward recomputes S and its other passes are slower.
+# NOTE: those timings varied by ±30% between runs; rerun the benchmark on a
+# quiet machine before changing this.
+SOFT_ASSIGNMENT_IMPLEMENTATION = "reference"
+
 _FUNCTION_NAMES = {fn: name for name, fn in dissimilarities.DISSIMILARITIES.items()}
 
 
@@ -213,7 +223,12 @@ class _DissimilarityMixtureBase(keras.layers.Layer):
         mixers = tf.reshape(tf.cast(self.mixers, self.compute_dtype), [-1])
         alpha = tf.cast(self.alpha, self.compute_dtype)
         return ops.soft_assignment(
-            distance, centers, mixers, alpha, precisions if soft_covariance else None
+            distance,
+            centers,
+            mixers,
+            alpha,
+            precisions if soft_covariance else None,
+            implementation=SOFT_ASSIGNMENT_IMPLEMENTATION,
         )
 
     def _distance(self, inputs, centers, covariances):

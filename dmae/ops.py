@@ -234,7 +234,9 @@ def _as_dtype_of(value, name, dtype):
     return tf.cast(tensor, dtype) if tensor.dtype != dtype else tensor
 
 
-def soft_assignment(distance, centers, mixers, alpha, covariances=None, name=None):
+def soft_assignment(
+    distance, centers, mixers, alpha, covariances=None, name=None, implementation=None
+):
     """Return the soft assignments and the quantities weighted by them.
 
     S[i, :] = softmax(-alpha * distance[i, :] + log π⁺) with π⁺ = max(π, 0),
@@ -250,6 +252,9 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None, name=Non
       mixers: [k] mixing weights π.
       alpha: scalar inverse temperature (a tensor, so it can be annealed).
       covariances: optional [k, d, d].
+      implementation: "fused" or None runs Dmae>SoftAssignment unless
+        DMAE_OPS=reference, and "reference" always runs
+        dmae.reference.soft_assignment, with the same input checks.
 
     The other inputs are cast to the dtype of distance. Gradients flow to all
     five inputs through Dmae>SoftAssignmentGrad, which recomputes S from
@@ -265,6 +270,11 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None, name=Non
         InvalidArgumentError with the same message for shapes only known at
         run time.
     """
+    if implementation not in (None, "fused", "reference"):
+        raise ValueError(
+            "implementation must be 'fused', 'reference' or None, but is "
+            f"{implementation!r}"
+        )
     with tf.name_scope(name or "soft_assignment"):
         distance = _as_float_tensor(distance, "distance")
         centers = _as_dtype_of(centers, "centers", distance.dtype)
@@ -273,7 +283,7 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None, name=Non
         if covariances is not None:
             covariances = _as_dtype_of(covariances, "covariances", distance.dtype)
         _validate_soft_assignment_shapes(distance, centers, mixers, alpha, covariances)
-        if _ops.use_reference():
+        if implementation == "reference" or _ops.use_reference():
             return reference.soft_assignment(
                 distance, centers, mixers, alpha, covariances
             )

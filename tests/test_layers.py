@@ -176,6 +176,18 @@ def test_upstream_function_is_stored_by_name():
     assert layer.get_config()["dissimilarity"] == "manhattan"
 
 
+def test_layers_run_chosen_soft_assignment():
+    x, centers, mixers = _data()
+    layer = layers.DissimilarityMixtureEncoder(
+        2.0, K, initializers=_initializers(centers, mixers)
+    )
+    graph = tf.function(layer).get_concrete_function(tf.constant(x)).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert layers.SOFT_ASSIGNMENT_IMPLEMENTATION == "reference"
+    assert "Dmae>SoftAssignment" not in op_types
+    assert "Softmax" in op_types
+
+
 def test_custom_callable_runs_unfused():
     x, centers, mixers = _data()
 

@@ -89,6 +89,52 @@ def test_gradient_matches_reference(kind, dtype, shape):
         assert_close(got, want, tolerance_dtype, f"d/d{name} of {kind}")
 
 
+# Cosine and KL run on the packed matrix product. These sizes are not
+# multiples of its 6-row × 16-column micro-tile, and the larger ones span
+# several 48-row and 128-column blocks and a depth past one 256-step slice,
+# in the forward or in a backward product.
+GEMM_SHAPES = [
+    (1, 1, 1),
+    (7, 17, 33),
+    (33, 7, 17),
+    (17, 33, 7),
+    (0, 7, 17),
+    (130, 7, 300),
+    (7, 130, 33),
+    (300, 7, 17),
+]
+
+
+@pytest.mark.parametrize("dtype", (tf.float64, tf.float32), ids=lambda t: t.name)
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kind", ("cosine", "kullback_leibler"))
+def test_matrix_product_kinds_at_odd_sizes(kind, dtype, shape):
+    x, y, param = make_inputs(kind, *shape, seed=4)
+    fused, expected = fused_and_reference(kind, x, y, param, dtype)
+    assert fused.shape == (shape[0], shape[1])
+    tolerance_dtype = dtype
+    if kind == "kullback_leibler" and dtype == tf.float32:
+        # D is the difference of two sums over d features of about equal
+        # size, so float32 loses a few more bits as d grows.
+        tolerance_dtype = tf.float16
+    assert_close(fused, expected, tolerance_dtype, f"D of {kind} {shape}")
+
+    def fused_fn(xt, yt, pt):
+        return ops.pairwise_dissimilarity(xt, yt, kind, pt)
+
+    def expected_fn(xt, yt, pt):
+        return reference.pairwise_dissimilarity(
+            tf.cast(xt, tf.float64), tf.cast(yt, tf.float64), kind
+        )
+
+    got_x, got_y = gradients(fused_fn, kind, x, y, param, dtype)
+    want_x, want_y = gradients(expected_fn, kind, x, y, param, dtype)
+    assert got_x.shape == x.shape
+    assert got_y.shape == y.shape
+    assert_close(got_x, want_x, tolerance_dtype, f"d/dx of {kind} {shape}")
+    assert_close(got_y, want_y, tolerance_dtype, f"d/dy of {kind} {shape}")
+
+
 KINDS_WITH_PARAM = ("minkowski", "mahalanobis", "toroidal_euclidean")
 
 
@@ -324,48 +370,68 @@ def test_gradient_in_keras_training_moves_centers():
     assert float(tf.reduce_max(tf.abs(centers))) > 0.0
 
 
-def test_same_bits_on_every_run_and_thread_count(tmp_path):
-    script = textwrap.dedent(
-        """
-        import hashlib, sys
-        import numpy as np, tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
-        from conftest import make_inputs
-        from dmae import ops
-        digest = hashlib.sha256()
-        for kind in ops.KINDS:
-            x, y, param = make_inputs(kind, 203, 37, 29)
-            x, y = tf.constant(x, tf.float32), tf.constant(y, tf.float32)
-            p = None if param is None else tf.constant(param, tf.float32)
-            with tf.GradientTape() as tape:
-                tape.watch([x, y])
-                value = ops.pairwise_dissimilarity(x, y, kind, p)
-                loss = tf.reduce_sum(value * tf.sin(value))
-            for t in [value] + tape.gradient(loss, [x, y]):
-                digest.update(t.numpy().tobytes())
-        print(digest.hexdigest())
-        """
+def digest_with_threads(path, threads):
+    """Run the digest script at `path` with `threads` intra-op threads and
+    return the hex digest it prints."""
+    result = subprocess.run(
+        [sys.executable, str(path), str(threads)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=SUBPROCESS_CWD,
+        timeout=300,
     )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+DIGEST_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    import numpy as np, tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
+    from conftest import make_inputs
+    from dmae import ops
+    digest = hashlib.sha256()
+    for kind in KINDS:
+        x, y, param = make_inputs(kind, *SHAPE)
+        x, y = tf.constant(x, tf.float32), tf.constant(y, tf.float32)
+        p = None if param is None else tf.constant(param, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch([x, y])
+            value = ops.pairwise_dissimilarity(x, y, kind, p)
+            loss = tf.reduce_sum(value * tf.sin(value))
+        for t in [value] + tape.gradient(loss, [x, y]):
+            digest.update(t.numpy().tobytes())
+    print(digest.hexdigest())
+    """
+)
+
+
+def test_same_bits_on_every_run_and_thread_count(tmp_path):
     path = tmp_path / "digest.py"
-    path.write_text(script)
-    env = subprocess_env()
+    path.write_text(
+        "KINDS = " + repr(ops.KINDS) + "\nSHAPE = (203, 37, 29)\n" + DIGEST_SCRIPT
+    )
 
-    def digest(threads):
-        result = subprocess.run(
-            [sys.executable, str(path), str(threads)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=SUBPROCESS_CWD,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result.stdout.strip().splitlines()[-1]
-
-    one = digest(1)
+    one = digest_with_threads(path, 1)
     assert len(one) == len(hashlib.sha256().hexdigest())
-    assert digest(2) == one
-    assert digest(2) == one
+    assert digest_with_threads(path, 2) == one
+    assert digest_with_threads(path, 2) == one
+
+
+def test_matrix_product_kinds_same_bits_across_threads(tmp_path):
+    # 300 rows and 130 centers make several blocks of the packed product in
+    # every pass, and dL/dy sums over 300 rows, past one 256-step slice.
+    path = tmp_path / "digest.py"
+    path.write_text(
+        "KINDS = ('cosine', 'kullback_leibler')\nSHAPE = (300, 130, 20)\n"
+        + DIGEST_SCRIPT
+    )
+
+    one = digest_with_threads(path, 1)
+    assert len(one) == len(hashlib.sha256().hexdigest())
+    assert digest_with_threads(path, 2) == one
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,39 @@ def test_gradients_match_reference(shape, dtype, covariances):
         )
 
 
+# With a dense S, μ̃, Σ̃ and the backward products run on the packed matrix
+# product. These sizes are not multiples of its 6-row × 16-column
+# micro-tile. n = 300 takes Sᵀ dμ̃ past one 256-step slice of the depth, and
+# d² = 289 or 1089 columns span several 128-column blocks.
+GEMM_SHAPES = [(1, 1, 1), (7, 17, 33), (33, 7, 17), (17, 33, 7), (300, 7, 13)]
+
+
+@pytest.mark.parametrize("covariances", [False, True])
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=str)
+def test_dense_products_at_odd_sizes(shape, covariances):
+    inputs = make_inputs(*shape, dtype=tf.float64, covariances=covariances)
+    fused = ops.soft_assignment(**inputs)
+    expected = reference.soft_assignment(**inputs)
+    assert np.mean(fused[0].numpy() != 0) > 1 / 8
+    names = ("S", "centers", "mixers", "cov")[: len(fused)]
+    for name, got, want in zip(names, fused, expected, strict=True):
+        np.testing.assert_allclose(
+            *as_numpy([got, want]), rtol=1e-12, atol=1e-13, err_msg=name
+        )
+
+    fused_grads = gradients(ops.soft_assignment, inputs)
+    expected_grads = gradients(reference.soft_assignment, inputs)
+    for name in inputs:
+        want = expected_grads[name].numpy()
+        np.testing.assert_allclose(
+            fused_grads[name].numpy(),
+            want,
+            rtol=1e-11,
+            atol=1e-11 * max(1.0, np.abs(want).max()),
+            err_msg=name,
+        )
+
+
 @pytest.mark.parametrize("covariances", [False, True])
 def test_sparse_assignments_match_reference(covariances):
     # With α = 1e4 most of S underflows to 0 even in float64, so the backward
@@ -367,6 +400,27 @@ def test_reference_mode_runs_reference(monkeypatch):
     op_types = {op.type for op in graph.get_operations()}
     assert "Dmae>SoftAssignment" not in op_types
     assert "Softmax" in op_types
+
+
+def test_reference_implementation_runs_no_op():
+    inputs = make_inputs(6, 4, 2, dtype=tf.float32)
+
+    def reference_soft_assignment(**kwargs):
+        return ops.soft_assignment(**kwargs, implementation="reference")
+
+    graph = tf.function(reference_soft_assignment).get_concrete_function(**inputs).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert "Dmae>SoftAssignment" not in op_types
+    assert "Softmax" in op_types
+
+
+def test_unknown_implementation_raises_value_error():
+    inputs = make_inputs(6, 4, 2, dtype=tf.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"implementation must be 'fused', 'reference' or None, but is 'gpu'",
+    ):
+        ops.soft_assignment(**inputs, implementation="gpu")
 
 
 def test_op_is_in_graph():

@@ -1,5 +1,5 @@
 // Run-time choice of the instruction set for the CPU loops that are
-// compiled once per instruction set (pairwise_cpu_<isa>.cc,
+// compiled once per instruction set (gemm_cpu_<isa>.cc, pairwise_cpu_<isa>.cc,
 // soft_assignment_cpu_<isa>.cc). Every variant runs the same sequential sums
 // with floating-point contraction off, so all of them return the same bits.
 #ifndef DMAE_CSRC_KERNELS_CPU_ISA_H_

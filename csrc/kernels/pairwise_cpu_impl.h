@@ -7,7 +7,9 @@
 // accumulators in registers and the compiler vectorizes across centers.
 // Vectorizing across centers, not features, keeps each D[i,j] a sequential
 // sum over features: the result does not depend on the vector width, and
-// nothing n×k×d is ever stored.
+// nothing n×k×d is ever stored. Cosine and Kullback-Leibler are matrix
+// products at heart and run on the packed GEMM of gemm_cpu.h instead, in
+// both passes.
 //
 // Backward: phase A writes dL/dx one row at a time, phase B dL/dy one center
 // at a time; each inner loop runs over contiguous features. Reductions over
@@ -22,6 +24,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "csrc/kernels/gemm_cpu.h"
 #include "csrc/kernels/pairwise_cpu.h"
 #include "csrc/kernels/pairwise_math.h"
 
@@ -135,14 +138,6 @@ struct MaxAbsDiffTile {
                            int64_t) const {
     const TileVector<T> a = AbsLanes<T>(x - y);
     return a > acc ? a : acc;
-  }
-};
-
-template <typename T>
-struct DotTile {
-  TileVector<T> operator()(TileVector<T> acc, T x, TileVector<T> y,
-                           int64_t) const {
-    return acc + x * y;
   }
 };
 
@@ -300,15 +295,71 @@ void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
   ForEachTile(in.n, in.k, 40 * in.k * in.d, out, parallel_for, tile);
 }
 
+// Euclidean norm of each row of a (rows×d), each a sequential sum.
 template <typename T>
-std::vector<T> RowNorms(const T* a, int64_t rows, int64_t d) {
+std::vector<T> RowNorms(const T* a, int64_t rows, int64_t d,
+                        const ParallelFor& parallel_for) {
   std::vector<T> norms(static_cast<size_t>(rows));
-  for (int64_t i = 0; i < rows; ++i) {
-    T s = T(0);
-    for (int64_t f = 0; f < d; ++f) s += a[i * d + f] * a[i * d + f];
-    norms[i] = std::sqrt(s);
-  }
+  parallel_for(rows, 2 * d, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T s = T(0);
+      for (int64_t f = 0; f < d; ++f) s += a[i * d + f] * a[i * d + f];
+      norms[i] = std::sqrt(s);
+    }
+  });
   return norms;
+}
+
+// Replaces every entry of the n×k matrix `out` by finish(out[i,j], i, j).
+template <typename T, typename Finish>
+void FinishInPlace(int64_t n, int64_t k, T* out, const ParallelFor& parallel_for,
+                   const Finish& finish) {
+  parallel_for(n, 8 * k, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      for (int64_t j = 0; j < k; ++j) out[i * k + j] = finish(out[i * k + j], i, j);
+    }
+  });
+}
+
+// Cosine: the dot products X Yᵀ from the packed product, then CosineFinish.
+// Each dot is a sequential sum over features (gemm_cpu.h).
+template <typename T>
+void ForwardCosine(const PairwiseInputs<T>& in, T* out,
+                   const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const std::vector<T> norm_x = RowNorms(in.x, n, d, parallel_for);
+  const std::vector<T> norm_y = RowNorms(in.y, k, d, parallel_for);
+  GemmCpu(n, k, d, StridedMatrix<T>{in.x, d, 1}, StridedMatrix<T>{in.y, 1, d},
+          out, k, parallel_for);
+  FinishInPlace(n, k, out, parallel_for, [&](T dot, int64_t i, int64_t j) {
+    return CosineFinish(dot, norm_x[i], norm_y[j]);
+  });
+}
+
+// Kullback-Leibler: D[i,j] = Σ_f P_if log P_if - Σ_f P_if log Q_jf, the
+// second sum from the packed product P (log Q)ᵀ.
+template <typename T>
+void ForwardKullbackLeibler(const PairwiseInputs<T>& in, T* out,
+                            const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  std::vector<T> neg_entropy(static_cast<size_t>(n));
+  parallel_for(n, 30 * d, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T s = T(0);
+      for (int64_t f = 0; f < d; ++f) {
+        const T pv = in.x[i * d + f];
+        s += pv * SafeLog(pv);
+      }
+      neg_entropy[i] = s;
+    }
+  });
+  std::vector<T> log_q(static_cast<size_t>(k * d));
+  for (int64_t t = 0; t < k * d; ++t) log_q[t] = SafeLog(in.y[t]);
+  GemmCpu(n, k, d, StridedMatrix<T>{in.x, d, 1},
+          StridedMatrix<T>{log_q.data(), 1, d}, out, k, parallel_for);
+  FinishInPlace(n, k, out, parallel_for, [&](T cross, int64_t i, int64_t) {
+    return neg_entropy[i] - cross;
+  });
 }
 
 // D[i,j] = max(0, (x_i - y_j)ᵀ Σ_j (x_i - y_j)), computed on a block of
@@ -384,34 +435,12 @@ void PairwiseForward(const PairwiseInputs<T>& in, T* out,
     case Kind::kMinkowski:
       ForwardMinkowski(in, out, parallel_for);
       break;
-    case Kind::kCosine: {
-      const std::vector<T> norm_x = RowNorms(in.x, in.n, in.d);
-      const std::vector<T> norm_y = RowNorms(in.y, in.k, in.d);
-      ForwardReduction(
-          in, T(0), DotTile<T>(), identity,
-          [&](T dot, int64_t i, int64_t j) {
-            return j < in.k ? CosineFinish(dot, norm_x[i], norm_y[j]) : T(0);
-          },
-          out, parallel_for);
+    case Kind::kCosine:
+      ForwardCosine(in, out, parallel_for);
       break;
-    }
-    case Kind::kKullbackLeibler: {
-      // D[i,j] = Σ_f P_if log P_if - Σ_f P_if log Q_jf.
-      std::vector<T> neg_entropy(static_cast<size_t>(in.n));
-      for (int64_t i = 0; i < in.n; ++i) {
-        T s = T(0);
-        for (int64_t f = 0; f < in.d; ++f) {
-          const T pv = in.x[i * in.d + f];
-          s += pv * SafeLog(pv);
-        }
-        neg_entropy[i] = s;
-      }
-      ForwardReduction(
-          in, T(0), DotTile<T>(), [](T q) { return SafeLog(q); },
-          [&](T cross, int64_t i, int64_t) { return neg_entropy[i] - cross; },
-          out, parallel_for);
+    case Kind::kKullbackLeibler:
+      ForwardKullbackLeibler(in, out, parallel_for);
       break;
-    }
     case Kind::kMahalanobis:
       ForwardMahalanobis(in, out, parallel_for);
       break;
@@ -599,38 +628,56 @@ T MinkowskiExponentGradient(const PairwiseInputs<T>& in, const T* grad,
   return sum;
 }
 
-// Cosine: with c = 1 - D, dD/dx_i = -(y_j / (|x_i||y_j|) - c x_i / |x_i|²).
+// Cosine: with c = 1 - D, dD/dx_i = -(y_j / (|x_i||y_j|) - c x_i / |x_i|²),
+// and the same with the roles of x and y swapped. Each side is a packed
+// product W·other with W[a,o] = -G_ao / |self_a| / |other_o| (0 where a norm
+// is 0), plus the term along self. Pairs with a zero vector contribute
+// nothing.
 template <typename T>
 void BackwardCosine(const PairwiseInputs<T>& in, const T* grad, const T* dist,
                     const PairwiseGradients<T>& out,
                     const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d;
-  const std::vector<T> norm_x = RowNorms(in.x, n, d);
-  const std::vector<T> norm_y = RowNorms(in.y, k, d);
-  // Gradient of row a of `self` against every row of `other`; G_ab is
-  // grad[a * stride_a + b * stride_b].
+  const std::vector<T> norm_x = RowNorms(in.x, n, d, parallel_for);
+  const std::vector<T> norm_y = RowNorms(in.y, k, d, parallel_for);
+  std::vector<T> weights(static_cast<size_t>(n * k));
+  std::vector<T> similarity_sums(static_cast<size_t>(std::max(n, k)));
+
+  // Gradient of every row of `self` (rows×d) against every row of `other`
+  // (others×d); G_ao is grad[a * stride_a + o * stride_o].
   auto side = [&](const T* self, const std::vector<T>& norm_self,
                   const T* other, const std::vector<T>& norm_other,
                   int64_t rows, int64_t others, int64_t stride_a,
-                  int64_t stride_b, T* result) {
-    parallel_for(rows, 3 * others * d, [&](int64_t b, int64_t e) {
+                  int64_t stride_o, T* result) {
+    // weights is rows×others here, row-major.
+    parallel_for(rows, 6 * others, [&](int64_t b, int64_t e) {
       for (int64_t a = b; a < e; ++a) {
-        T* ga = result + a * d;
-        std::fill(ga, ga + d, T(0));
-        if (norm_self[a] <= T(0)) continue;
+        T* wa = weights.data() + a * others;
         T weighted_similarity = T(0);
         for (int64_t o = 0; o < others; ++o) {
-          if (norm_other[o] <= T(0)) continue;
-          const T g = grad[a * stride_a + o * stride_b];
-          if (g == T(0)) continue;
-          const T c = T(1) - dist[a * stride_a + o * stride_b];
+          const T g = grad[a * stride_a + o * stride_o];
+          if (norm_self[a] <= T(0) || norm_other[o] <= T(0) || g == T(0)) {
+            wa[o] = T(0);
+            continue;
+          }
+          const T c = T(1) - dist[a * stride_a + o * stride_o];
           weighted_similarity += g * c;
-          const T w = -g / norm_self[a] / norm_other[o];
-          const T* vo = other + o * d;
-          for (int64_t f = 0; f < d; ++f) ga[f] += w * vo[f];
+          wa[o] = -g / norm_self[a] / norm_other[o];
+        }
+        similarity_sums[a] = weighted_similarity;
+      }
+    });
+    GemmCpu(rows, d, others, StridedMatrix<T>{weights.data(), others, 1},
+            StridedMatrix<T>{other, d, 1}, result, d, parallel_for);
+    parallel_for(rows, 3 * d, [&](int64_t b, int64_t e) {
+      for (int64_t a = b; a < e; ++a) {
+        T* ga = result + a * d;
+        if (norm_self[a] <= T(0)) {
+          std::fill(ga, ga + d, T(0));
+          continue;
         }
         const T* va = self + a * d;
-        const T scale = weighted_similarity / norm_self[a] / norm_self[a];
+        const T scale = similarity_sums[a] / norm_self[a] / norm_self[a];
         for (int64_t f = 0; f < d; ++f) ga[f] += scale * va[f];
       }
     });
@@ -642,6 +689,8 @@ void BackwardCosine(const PairwiseInputs<T>& in, const T* grad, const T* dist,
 // Kullback-Leibler on normalized P (x) and Q (y):
 // dD/dP_if = log P_if + [P_if > tiny] - log Q_jf,
 // dD/dQ_jf = -P_if / Q_jf where Q_jf > tiny, else 0.
+// The sums over centers and over rows are the packed products (-G) log Q
+// and Gᵀ P.
 template <typename T>
 void BackwardKullbackLeibler(const PairwiseInputs<T>& in, const T* grad,
                              const PairwiseGradients<T>& out,
@@ -651,41 +700,42 @@ void BackwardKullbackLeibler(const PairwiseInputs<T>& in, const T* grad,
   std::vector<T> log_q(static_cast<size_t>(k * d));
   for (int64_t t = 0; t < k * d; ++t) log_q[t] = SafeLog(in.y[t]);
 
-  parallel_for(n, 2 * k * d, [&](int64_t b, int64_t e) {
+  // -G, so the product subtracts g·log Q term by term as 0 - g0·l0 - g1·l1
+  // would, with the same bits.
+  std::vector<T> neg_grad(static_cast<size_t>(n * k));
+  std::vector<T> grad_sums(static_cast<size_t>(n));
+  parallel_for(n, 2 * k, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      T* gp = out.x + i * d;
-      std::fill(gp, gp + d, T(0));
       T grad_sum = T(0);
       for (int64_t j = 0; j < k; ++j) {
         const T g = grad[i * k + j];
-        if (g == T(0)) continue;
+        neg_grad[i * k + j] = -g;
         grad_sum += g;
-        const T* lq = log_q.data() + j * d;
-        for (int64_t f = 0; f < d; ++f) gp[f] -= g * lq[f];
       }
+      grad_sums[i] = grad_sum;
+    }
+  });
+  GemmCpu(n, d, k, StridedMatrix<T>{neg_grad.data(), k, 1},
+          StridedMatrix<T>{log_q.data(), d, 1}, out.x, d, parallel_for);
+  parallel_for(n, 30 * d, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T* gp = out.x + i * d;
       const T* pi = in.x + i * d;
       for (int64_t f = 0; f < d; ++f) {
-        gp[f] += grad_sum * KullbackLeiblerSlope(pi[f]);
+        gp[f] += grad_sums[i] * KullbackLeiblerSlope(pi[f]);
       }
     }
   });
 
-  parallel_for(k, 2 * n * d, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      T* gq = out.y + j * d;
-      std::fill(gq, gq + d, T(0));
-      for (int64_t i = 0; i < n; ++i) {
-        const T g = grad[i * k + j];
-        if (g == T(0)) continue;
-        const T* pi = in.x + i * d;
-        for (int64_t f = 0; f < d; ++f) gq[f] += g * pi[f];
-      }
-      const T* qj = in.y + j * d;
-      for (int64_t f = 0; f < d; ++f) {
-        gq[f] = qj[f] > tiny ? -gq[f] / qj[f] : T(0);
-      }
+  GemmCpu(k, d, n, StridedMatrix<T>{grad, 1, k}, StridedMatrix<T>{in.x, d, 1},
+          out.y, d, parallel_for);
+  for (int64_t j = 0; j < k; ++j) {
+    T* gq = out.y + j * d;
+    const T* qj = in.y + j * d;
+    for (int64_t f = 0; f < d; ++f) {
+      gq[f] = qj[f] > tiny ? -gq[f] / qj[f] : T(0);
     }
-  });
+  }
 }
 
 // Mahalanobis with S_j = Σ_j + Σ_jᵀ and w = G where D > 0 (else 0):

@@ -13,8 +13,9 @@
 // All arrays are dense and row-major; the caller validates shapes first
 // (soft_assignment.h). Work is split into units whose boundaries do not
 // depend on the number of threads, every output element is written by one
-// unit in a fixed order, and sums skip terms whose S is exactly 0 in every
-// code path, so results are bit-identical for any thread count.
+// unit in a fixed order, and the products with S pick their code path from
+// S alone (soft_assignment_cpu_impl.h), so results are bit-identical for any
+// thread count.
 #ifndef DMAE_CSRC_KERNELS_SOFT_ASSIGNMENT_CPU_H_
 #define DMAE_CSRC_KERNELS_SOFT_ASSIGNMENT_CPU_H_
 

@@ -6,17 +6,22 @@
 // Every sum runs in index order with floating-point contraction off
 // (CMakeLists.txt), and every inner loop runs over contiguous features or
 // over centers, never across the summation index, so the compiler may
-// vectorize it without changing a single bit. Terms whose S[i,j] is exactly
-// 0 are skipped everywhere: adding 0·v leaves a finite sum unchanged, and
-// with the large α of training most rows are one-hot.
+// vectorize it without changing a single bit. The products with S take one
+// of two paths, chosen by the share of nonzero entries in S (IsDense). A
+// dense S goes through the packed product of gemm_cpu.h. A sparse S, as with
+// the large α of training where most rows are one-hot, goes through loops
+// that skip the terms whose S[i,j] is exactly 0. Adding 0·v leaves a finite sum
+// unchanged, so both paths give the same bits for finite inputs.
 #ifndef DMAE_CPU_ISA
 #error "define DMAE_CPU_ISA before including soft_assignment_cpu_impl.h"
 #endif
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
+#include "csrc/kernels/gemm_cpu.h"
 #include "csrc/kernels/soft_assignment_cpu.h"
 #include "csrc/kernels/soft_assignment_math.h"
 
@@ -56,30 +61,6 @@ ClusterTable<T> MakeClusterTable(const T* mixers, int64_t k) {
   return table;
 }
 
-// Writes one row of S from one row of D.
-template <typename T>
-void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
-                int64_t k, T* assignments) {
-  bool found = false;
-  T max_logit = T(0);
-  for (int64_t j = 0; j < k; ++j) {
-    if (!table.active[j]) continue;
-    const T z = Logit(distance[j], alpha, table.log_weight[j]);
-    if (!found || z > max_logit) max_logit = z;
-    found = true;
-  }
-  T sum = T(0);
-  for (int64_t j = 0; j < k; ++j) {
-    T e = T(0);
-    if (table.active[j]) {
-      e = std::exp(Logit(distance[j], alpha, table.log_weight[j]) - max_logit);
-    }
-    assignments[j] = e;
-    sum += e;
-  }
-  for (int64_t j = 0; j < k; ++j) assignments[j] = assignments[j] / sum;
-}
-
 // A tile of OrderedProduct: 4 rows × 16 columns of accumulators, which fit
 // in 8 AVX2 registers as float next to the broadcast values of a.
 constexpr int kTileRows = 4;
@@ -96,6 +77,113 @@ struct Vector {
   typedef T unaligned __attribute__((vector_size(32), aligned(alignof(T))));
   static constexpr int kLanes = 32 / sizeof(T);
 };
+
+// exp(x) on the lanes of a Vector, for the softmax. glibc's scalar exp
+// took most of the time of the softmax. Every lane runs the same IEEE
+// operations (with contraction off), so a value gets the same bits in any
+// lane and on every instruction set. The range reduction is Cody-Waite with
+// round-to-nearest by the 1.5·2^mantissa trick, and the polynomial and Padé
+// forms are Cephes' expf and exp (about 1 ulp). Results below the smallest
+// normal number are flushed to 0, so exp(x) = 0 for x < -87.33 (float) or
+// x < -708.39 (double), and exp(0) = 1 exactly.
+inline Vector<float>::type ExpLanes(Vector<float>::type x) {
+  using V = Vector<float>::type;
+  typedef int32_t Bits __attribute__((vector_size(32)));
+  const float kMax = 88.3762626647949f;
+  const float kMin = -87.3365447504019f;  // exp(kMin) is FLT_MIN
+  const float kRound = 12582912.0f;       // 1.5 · 2^23
+  V clamped = x > kMax ? V{} + kMax : x;
+  clamped = clamped < kMin ? V{} + kMin : clamped;
+  const V shifted = clamped * 1.44269504088896341f + kRound;
+  const V n = shifted - kRound;
+  const Bits exponent = (Bits)shifted - (Bits)(V{} + kRound);
+  V r = clamped - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const V y = p * (r * r) + r + 1.0f;
+  const V scale = (V)((exponent + 127) << 23);
+  const V result = y * scale;
+  return x < kMin ? V{} : result;
+}
+
+inline Vector<double>::type ExpLanes(Vector<double>::type x) {
+  using V = Vector<double>::type;
+  typedef int64_t Bits __attribute__((vector_size(32)));
+  const double kMax = 709.437;
+  const double kMin = -708.3964185322641;  // exp(kMin) is DBL_MIN
+  const double kRound = 6755399441055744.0;  // 1.5 · 2^52
+  V clamped = x > kMax ? V{} + kMax : x;
+  clamped = clamped < kMin ? V{} + kMin : clamped;
+  const V shifted = clamped * 1.4426950408889634073599 + kRound;
+  const V n = shifted - kRound;
+  const Bits exponent = (Bits)shifted - (Bits)(V{} + kRound);
+  V r = clamped - n * 6.93145751953125e-1;
+  r = r - n * 1.42860682030941723212e-6;
+  const V rr = r * r;
+  V p = V{} + 1.26177193074810590878e-4;
+  p = p * rr + 3.02994407707441961300e-2;
+  p = p * rr + 9.99999999999999999910e-1;
+  p = p * r;
+  V q = V{} + 3.00198505138664455042e-6;
+  q = q * rr + 2.52448340349684104192e-3;
+  q = q * rr + 2.27265548208155028766e-1;
+  q = q * rr + 2.00000000000000000009e0;
+  const V y = (p / (q - p)) * 2.0 + 1.0;
+  const V scale = (V)((exponent + 1023) << 52);
+  const V result = y * scale;
+  return x < kMin ? V{} : result;
+}
+
+// Writes one row of S from one row of D.
+template <typename T>
+void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
+                int64_t k, T* assignments) {
+  using V = typename Vector<T>::type;
+  constexpr int kLanes = Vector<T>::kLanes;
+  bool found = false;
+  T max_logit = T(0);
+  for (int64_t j = 0; j < k; ++j) {
+    if (!table.active[j]) continue;
+    const T z = Logit(distance[j], alpha, table.log_weight[j]);
+    assignments[j] = z;
+    if (!found || z > max_logit) max_logit = z;
+    found = true;
+  }
+  // An inactive cluster gets exp(0) here and 0 below, so no lane reads an
+  // uninitialized value. A partial last vector is padded the same way.
+  for (int64_t j = 0; j < k; ++j) {
+    if (!table.active[j]) assignments[j] = max_logit;
+  }
+  using U = typename Vector<T>::unaligned;
+  int64_t j0 = 0;
+  for (; j0 + kLanes <= k; j0 += kLanes) {
+    U* chunk = reinterpret_cast<U*>(assignments + j0);
+    *chunk = ExpLanes(V(*chunk) - max_logit);
+  }
+  if (j0 < k) {
+    const int64_t lanes = k - j0;
+    T values[kLanes];
+    for (int c = 0; c < kLanes; ++c) {
+      values[c] = (c < lanes ? assignments[j0 + c] : max_logit) - max_logit;
+    }
+    V v;
+    std::memcpy(&v, values, sizeof(v));
+    v = ExpLanes(v);
+    std::memcpy(values, &v, sizeof(v));
+    for (int64_t c = 0; c < lanes; ++c) assignments[j0 + c] = values[c];
+  }
+  T sum = T(0);
+  for (int64_t j = 0; j < k; ++j) {
+    if (!table.active[j]) assignments[j] = T(0);
+    sum += assignments[j];
+  }
+  for (int64_t j = 0; j < k; ++j) assignments[j] = assignments[j] / sum;
+}
 
 // Full tile: exactly kTileCols columns.
 template <int R, typename T>
@@ -202,21 +290,26 @@ T DotSparse(const T* g, const T* row, int64_t width) {
   return acc;
 }
 
-// Columns of the transposed centers: k rounded up to whole tiles, so the
-// backward dots never take the scalar partial tile.
-inline int64_t PaddedClusters(int64_t k) {
-  return (k + kTileCols - 1) / kTileCols * kTileCols;
+// True when more than 1 in 8 entries of S (rows×k, row stride k) is
+// nonzero. The packed product then beats the products that skip zeros, and
+// both give the same bits for finite inputs (adding 0·v leaves a sum as it
+// is), so the choice changes only the speed. The count, and with it the
+// choice, does not depend on the thread count.
+template <typename T>
+bool IsDense(const T* assignments, int64_t n, int64_t k) {
+  int64_t nonzero = 0;
+  for (int64_t m = 0; m < n * k; ++m) nonzero += assignments[m] != T(0);
+  return nonzero * 8 > n * k;
 }
 
-// rows (k×width) transposed to width×PaddedClusters(k), zero-padded.
 template <typename T>
-std::vector<T> Transpose(const T* rows, int64_t k, int64_t width) {
-  const int64_t kp = PaddedClusters(k);
-  std::vector<T> t(static_cast<size_t>(kp * width), T(0));
-  for (int64_t j = 0; j < k; ++j) {
-    for (int64_t f = 0; f < width; ++f) t[f * kp + j] = rows[j * width + f];
-  }
-  return t;
+StridedMatrix<T> RowMajor(const T* data, int64_t cols) {
+  return {data, cols, 1};
+}
+
+template <typename T>
+StridedMatrix<T> Transposed(const T* data, int64_t cols) {
+  return {data, 1, cols};
 }
 
 }  // namespace
@@ -225,34 +318,46 @@ template <typename T>
 void SoftAssignmentForward(const SoftAssignmentInputs<T>& in,
                            const SoftAssignmentOutputs<T>& out,
                            const ParallelFor& parallel_for) {
-  const int64_t n = in.n, k = in.k, d = in.d;
+  const int64_t n = in.n, k = in.k, d = in.d, dd = d * d;
   const ClusterTable<T> table = MakeClusterTable(in.mixers, k);
   const bool with_covariances = in.covariances != nullptr;
   const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
-  const int64_t cost_per_row =
-      k * (20 + 2 * d + (with_covariances ? 2 * d * d : 0));
 
+  parallel_for(units, 24 * k * kRowsPerUnit, [&](int64_t b, int64_t e) {
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
+      T* s = out.assignments + i * k;
+      SoftmaxRow(in.distance + i * k, in.alpha, table, k, s);
+      T mixer = T(0);
+      for (int64_t j = 0; j < k; ++j) {
+        if (s[j] != T(0)) mixer += s[j] * table.positive_weight[j];
+      }
+      out.soft_mixers[i] = mixer;
+    }
+  });
+
+  // μ̃ = S θ and Σ̃ = S Σ (Σ read as k×d²).
+  if (IsDense(out.assignments, n, k)) {
+    GemmCpu(n, d, k, RowMajor(out.assignments, k), RowMajor(in.centers, d),
+            out.soft_centers, d, parallel_for);
+    if (with_covariances) {
+      GemmCpu(n, dd, k, RowMajor(out.assignments, k),
+              RowMajor(in.covariances, dd), out.soft_covariances, dd,
+              parallel_for);
+    }
+    return;
+  }
+  const int64_t cost_per_row = 2 * k * (d + (with_covariances ? dd : 0));
   parallel_for(units, cost_per_row * kRowsPerUnit, [&](int64_t b, int64_t e) {
     for (int64_t unit = b; unit < e; ++unit) {
       const int64_t i0 = unit * kRowsPerUnit;
       const int64_t rows = std::min(kRowsPerUnit, n - i0);
-      T* s = out.assignments + i0 * k;
-      for (int64_t r = 0; r < rows; ++r) {
-        SoftmaxRow(in.distance + (i0 + r) * k, in.alpha, table, k, s + r * k);
-        T mixer = T(0);
-        for (int64_t j = 0; j < k; ++j) {
-          if (s[r * k + j] != T(0)) {
-            mixer += s[r * k + j] * table.positive_weight[j];
-          }
-        }
-        out.soft_mixers[i0 + r] = mixer;
-      }
-
+      const T* s = out.assignments + i0 * k;
       OrderedProduct(s, k, 1, in.centers, d, rows, d, k,
                      out.soft_centers + i0 * d, d);
       if (with_covariances) {
-        OrderedProduct(s, k, 1, in.covariances, d * d, rows, d * d, k,
-                       out.soft_covariances + i0 * d * d, d * d);
+        OrderedProduct(s, k, 1, in.covariances, dd, rows, dd, k,
+                       out.soft_covariances + i0 * dd, dd);
       }
     }
   });
@@ -260,93 +365,88 @@ void SoftAssignmentForward(const SoftAssignmentInputs<T>& in,
 
 namespace {
 
-// Per-row pass of the backward: recomputes S[i, :], the total gradient
-// reaching each S[i, j], and dL/dz. Writes S and dL/dz into the n×k scratch
-// buffers, dL/dD into the output, and Σ_j dL/dz[i,j]·D[i,j] into
-// alpha_terms[i]. centers_t (d×kp) and covariances_t (d²×kp, or empty) are
-// the centers and covariances transposed by Transpose.
+// Per-row pass of the backward, given S in `assignments`: the total
+// gradient reaching each S[i, j], dL/dz, dL/dD, and Σ_j dL/dz[i,j]·D[i,j]
+// in alpha_terms[i]. `through_outputs` is dL/dS through μ̃ and Σ̃ (n×k) from
+// the packed product, or null when S is sparse: then each needed entry is a
+// dot product of its own, with the same bits.
 template <typename T>
 void BackwardRows(const SoftAssignmentInputs<T>& in,
                   const SoftAssignmentUpstream<T>& up,
-                  const ClusterTable<T>& table, const std::vector<T>& centers_t,
-                  const std::vector<T>& covariances_t, T* assignments,
-                  T* logit_grads, T* grad_distance, T* alpha_terms,
-                  const ParallelFor& parallel_for) {
+                  const ClusterTable<T>& table, const T* assignments,
+                  const T* through_outputs, T* logit_grads, T* grad_distance,
+                  T* alpha_terms, const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d, dd = d * d;
   const bool with_covariances = in.covariances != nullptr;
   const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
-  const int64_t cost_per_row =
-      k * (30 + 2 * d + (with_covariances ? 2 * dd : 0));
+  int64_t cost_per_row = 12 * k;
+  if (through_outputs == nullptr) {
+    cost_per_row += 2 * k * (d + (with_covariances ? dd : 0));
+  }
 
   parallel_for(units, cost_per_row * kRowsPerUnit, [&](int64_t b, int64_t e) {
-    const int64_t kp = PaddedClusters(k);
-    std::vector<T> total(static_cast<size_t>(kRowsPerUnit * kp));
-    std::vector<T> total_cov(static_cast<size_t>(kRowsPerUnit * kp));
-    for (int64_t unit = b; unit < e; ++unit) {
-      const int64_t i0 = unit * kRowsPerUnit;
-      const int64_t rows = std::min(kRowsPerUnit, n - i0);
-      T* s = assignments + i0 * k;
-      int64_t nonzero = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        SoftmaxRow(in.distance + (i0 + r) * k, in.alpha, table, k, s + r * k);
-      }
-      for (int64_t m = 0; m < rows * k; ++m) nonzero += s[m] != T(0);
-
-      // total[r, j] = dL/dS[i0 + r, j] through μ̃ and Σ̃, needed only where
-      // S != 0. The tiled product pays once about 1 in 8 entries of S is
-      // nonzero; both paths give the same bits.
-      const T* g_centers = up.soft_centers + i0 * d;
-      const T* g_cov = with_covariances ? up.soft_covariances + i0 * dd : nullptr;
-      if (nonzero * 8 > rows * k) {
-        OrderedProduct(g_centers, d, 1, centers_t.data(), kp, rows, kp, d,
-                       total.data(), kp);
-        if (with_covariances) {
-          OrderedProduct(g_cov, dd, 1, covariances_t.data(), kp, rows, kp, dd,
-                         total_cov.data(), kp);
-          for (int64_t m = 0; m < rows * kp; ++m) total[m] += total_cov[m];
-        }
+    std::vector<T> total(static_cast<size_t>(k));
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
+      const T* si = assignments + i * k;
+      T* ti = total.data();
+      if (through_outputs != nullptr) {
+        std::copy(through_outputs + i * k, through_outputs + (i + 1) * k, ti);
       } else {
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t j = 0; j < k; ++j) {
-            if (s[r * k + j] == T(0)) continue;
-            T value = DotSparse(g_centers + r * d, in.centers + j * d, d);
-            if (with_covariances) {
-              value += DotSparse(g_cov + r * dd, in.covariances + j * dd, dd);
-            }
-            total[r * kp + j] = value;
-          }
-        }
-      }
-
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = i0 + r;
-        const T* si = s + r * k;
-        T* ti = total.data() + r * kp;
-        T mean = T(0);
         for (int64_t j = 0; j < k; ++j) {
           if (si[j] == T(0)) continue;
-          ti[j] += up.assignments[i * k + j] +
-                   up.soft_mixers[i] * table.positive_weight[j];
-          mean += si[j] * ti[j];
-        }
-        const T* dist = in.distance + i * k;
-        T* gz = logit_grads + i * k;
-        T* gd = grad_distance + i * k;
-        T alpha_term = T(0);
-        for (int64_t j = 0; j < k; ++j) {
-          if (si[j] == T(0)) {
-            gz[j] = T(0);
-            gd[j] = T(0);
-            continue;
+          T value = DotSparse(up.soft_centers + i * d, in.centers + j * d, d);
+          if (with_covariances) {
+            value += DotSparse(up.soft_covariances + i * dd,
+                               in.covariances + j * dd, dd);
           }
-          gz[j] = LogitGradient(si[j], ti[j], mean);
-          gd[j] = -in.alpha * gz[j];
-          alpha_term += gz[j] * dist[j];
+          ti[j] = value;
         }
-        alpha_terms[i] = alpha_term;
       }
+
+      T mean = T(0);
+      for (int64_t j = 0; j < k; ++j) {
+        if (si[j] == T(0)) continue;
+        ti[j] += up.assignments[i * k + j] +
+                 up.soft_mixers[i] * table.positive_weight[j];
+        mean += si[j] * ti[j];
+      }
+      const T* dist = in.distance + i * k;
+      T* gz = logit_grads + i * k;
+      T* gd = grad_distance + i * k;
+      T alpha_term = T(0);
+      for (int64_t j = 0; j < k; ++j) {
+        if (si[j] == T(0)) {
+          gz[j] = T(0);
+          gd[j] = T(0);
+          continue;
+        }
+        gz[j] = LogitGradient(si[j], ti[j], mean);
+        gd[j] = -in.alpha * gz[j];
+        alpha_term += gz[j] * dist[j];
+      }
+      alpha_terms[i] = alpha_term;
     }
   });
+}
+
+// dL/dS through μ̃ and Σ̃ for every entry: dμ̃ θᵀ + dΣ̃ Σᵀ (n×k).
+template <typename T>
+std::vector<T> GradientThroughOutputs(const SoftAssignmentInputs<T>& in,
+                                      const SoftAssignmentUpstream<T>& up,
+                                      const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d, dd = d * d;
+  std::vector<T> total(static_cast<size_t>(n * k));
+  GemmCpu(n, k, d, RowMajor(up.soft_centers, d), Transposed(in.centers, d),
+          total.data(), k, parallel_for);
+  if (in.covariances != nullptr) {
+    std::vector<T> through_covariances(static_cast<size_t>(n * k));
+    GemmCpu(n, k, dd, RowMajor(up.soft_covariances, dd),
+            Transposed(in.covariances, dd), through_covariances.data(), k,
+            parallel_for);
+    for (int64_t m = 0; m < n * k; ++m) total[m] += through_covariances[m];
+  }
+  return total;
 }
 
 // Per-center pass of the backward: dL/dθ_j = Σ_i S[i,j] dL/dμ̃_i,
@@ -355,38 +455,63 @@ template <typename T>
 void BackwardCenters(const SoftAssignmentInputs<T>& in,
                      const SoftAssignmentUpstream<T>& up,
                      const SoftAssignmentGradients<T>& out,
-                     const T* assignments, const T* logit_grads,
+                     const T* assignments, const T* logit_grads, bool dense,
                      const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d, dd = d * d;
   const bool with_covariances = in.covariances != nullptr;
   const int64_t units = (k + kCentersPerUnit - 1) / kCentersPerUnit;
-  const int64_t cost_per_center =
-      n * (4 + 2 * d + (with_covariances ? 2 * dd : 0));
 
-  parallel_for(units, cost_per_center * kCentersPerUnit, [&](int64_t b,
-                                                             int64_t e) {
+  if (dense) {
+    GemmCpu(k, d, n, Transposed(assignments, k), RowMajor(up.soft_centers, d),
+            out.centers, d, parallel_for);
+    if (with_covariances) {
+      GemmCpu(k, dd, n, Transposed(assignments, k),
+              RowMajor(up.soft_covariances, dd), out.covariances, dd,
+              parallel_for);
+    }
+  } else {
+    const int64_t cost_per_center = 2 * n * (d + (with_covariances ? dd : 0));
+    parallel_for(units, cost_per_center * kCentersPerUnit, [&](int64_t b,
+                                                               int64_t e) {
+      for (int64_t unit = b; unit < e; ++unit) {
+        const int64_t j0 = unit * kCentersPerUnit;
+        const int64_t centers = std::min(kCentersPerUnit, k - j0);
+        // S transposed: row j of Sᵀ steps by 1, its entries by k.
+        OrderedProduct(assignments + j0, 1, k, up.soft_centers, d, centers, d,
+                       n, out.centers + j0 * d, d);
+        if (with_covariances) {
+          OrderedProduct(assignments + j0, 1, k, up.soft_covariances, dd,
+                         centers, dd, n, out.covariances + j0 * dd, dd);
+        }
+      }
+    });
+  }
+
+  // dπ_j is the π̃ path plus the logit path (dz/dπ_j = 1/π_j). It is 0
+  // where π_j <= 0, because those clusters take no part in S or π̃. A unit
+  // walks the rows once for its centers, so it reads S and dL/dz row by row
+  // while each center's sums still run over i in order.
+  parallel_for(units, 4 * n * kCentersPerUnit, [&](int64_t b, int64_t e) {
+    T mixer_terms[kCentersPerUnit];
+    T logit_terms[kCentersPerUnit];
     for (int64_t unit = b; unit < e; ++unit) {
       const int64_t j0 = unit * kCentersPerUnit;
       const int64_t centers = std::min(kCentersPerUnit, k - j0);
-      // S transposed: row j of Sᵀ steps by 1, its entries by k.
-      OrderedProduct(assignments + j0, 1, k, up.soft_centers, d, centers, d,
-                     n, out.centers + j0 * d, d);
-      if (with_covariances) {
-        OrderedProduct(assignments + j0, 1, k, up.soft_covariances, dd,
-                       centers, dd, n, out.covariances + j0 * dd, dd);
-      }
-      // dπ_j is the π̃ path plus the logit path (dz/dπ_j = 1/π_j). It is 0
-      // where π_j <= 0, because those clusters take no part in S or π̃.
-      for (int64_t j = j0; j < j0 + centers; ++j) {
-        T mixer_term = T(0), logit_term = T(0);
-        for (int64_t i = 0; i < n; ++i) {
-          const T s = assignments[i * k + j];
-          if (s == T(0)) continue;
-          mixer_term += up.soft_mixers[i] * s;
-          logit_term += logit_grads[i * k + j];
+      std::fill(mixer_terms, mixer_terms + centers, T(0));
+      std::fill(logit_terms, logit_terms + centers, T(0));
+      for (int64_t i = 0; i < n; ++i) {
+        const T* si = assignments + i * k + j0;
+        const T* gz = logit_grads + i * k + j0;
+        for (int64_t c = 0; c < centers; ++c) {
+          if (si[c] == T(0)) continue;
+          mixer_terms[c] += up.soft_mixers[i] * si[c];
+          logit_terms[c] += gz[c];
         }
-        const T weight = in.mixers[j];
-        out.mixers[j] = weight > T(0) ? mixer_term + logit_term / weight : T(0);
+      }
+      for (int64_t c = 0; c < centers; ++c) {
+        const T weight = in.mixers[j0 + c];
+        out.mixers[j0 + c] =
+            weight > T(0) ? mixer_terms[c] + logit_terms[c] / weight : T(0);
       }
     }
   });
@@ -399,22 +524,29 @@ void SoftAssignmentBackward(const SoftAssignmentInputs<T>& in,
                             const SoftAssignmentUpstream<T>& upstream,
                             const SoftAssignmentGradients<T>& out,
                             const ParallelFor& parallel_for) {
-  const int64_t n = in.n, k = in.k, d = in.d;
+  const int64_t n = in.n, k = in.k;
   const ClusterTable<T> table = MakeClusterTable(in.mixers, k);
-  const std::vector<T> centers_t = Transpose(in.centers, k, d);
-  std::vector<T> covariances_t;
-  if (in.covariances != nullptr) {
-    covariances_t = Transpose(in.covariances, k, d * d);
-  }
   std::vector<T> assignments(static_cast<size_t>(n * k));
   std::vector<T> logit_grads(static_cast<size_t>(n * k));
   std::vector<T> alpha_terms(static_cast<size_t>(n));
 
-  BackwardRows(in, upstream, table, centers_t, covariances_t,
-               assignments.data(), logit_grads.data(), out.distance,
-               alpha_terms.data(), parallel_for);
+  const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(units, 20 * k * kRowsPerUnit, [&](int64_t b, int64_t e) {
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
+      SoftmaxRow(in.distance + i * k, in.alpha, table, k,
+                 assignments.data() + i * k);
+    }
+  });
+
+  const bool dense = IsDense(assignments.data(), n, k);
+  std::vector<T> through_outputs;
+  if (dense) through_outputs = GradientThroughOutputs(in, upstream, parallel_for);
+  BackwardRows(in, upstream, table, assignments.data(),
+               dense ? through_outputs.data() : nullptr, logit_grads.data(),
+               out.distance, alpha_terms.data(), parallel_for);
   BackwardCenters(in, upstream, out, assignments.data(), logit_grads.data(),
-                  parallel_for);
+                  dense, parallel_for);
 
   // dz/dα = -D.
   T alpha_grad = T(0);
