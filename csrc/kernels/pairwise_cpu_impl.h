@@ -164,6 +164,13 @@ struct WrappedSquaredDiffTile {
   }
 };
 
+// Loads kLanes<T> values from p, which needs only T's alignment.
+template <typename T>
+inline TileVector<T> LoadVector(const T* p) {
+  typedef TileVector<T> Unaligned __attribute__((aligned(alignof(T))));
+  return *reinterpret_cast<const Unaligned*>(p);
+}
+
 // acc[r][:] = step(...step(init, x[r][0], yt[0][:], 0)..., x[r][d-1], ...)
 // for R rows of x (row stride d) and one tile of packed centers (stride kp).
 // The accumulators are vector locals so they stay in registers. Writing
@@ -179,8 +186,14 @@ inline void AccumulateTile(const T* x, int64_t d, const T* yt, int64_t kp,
     for (int v = 0; v < kVectorsPerRow; ++v) local[r][v] = Vector{} + init;
   }
   for (int64_t f = 0; f < d; ++f) {
+    // One whole-vector load per register: copying the row into a Vector
+    // array in one memcpy made GCC copy it through the stack in 16-byte
+    // pieces and reload it as 32-byte vectors, which stalls store
+    // forwarding on every feature.
     Vector yv[kVectorsPerRow];
-    std::memcpy(yv, yt + f * kp, sizeof(yv));
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      yv[v] = LoadVector(yt + f * kp + v * kLanes<T>);
+    }
     for (int r = 0; r < R; ++r) {
       const T xv = x[r * d + f];
       for (int v = 0; v < kVectorsPerRow; ++v) {
