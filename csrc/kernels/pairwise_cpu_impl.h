@@ -513,6 +513,177 @@ struct ChebyshevGrad {
   }
 };
 
+// Per pair (i, j) of the chebyshev backward: the weight G[i,j] / ties, the
+// maximum m that the slope compares against, and the only feature where
+// |u_f| = m, or -1 when several features tie and every feature must be
+// visited.
+template <typename T>
+struct ChebyshevPairs {
+  std::vector<T> weight;
+  std::vector<T> max;
+  std::vector<int32_t> feature;
+};
+
+// For R rows and one tile of centers, counts the features where
+// |x_f - y_f| equals target[r][c] and records the last such feature.
+template <int R, typename T>
+inline void CountTiesTile(const T* x, int64_t d, const T* yt, int64_t kp,
+                          const T target[kTileRows][kTileCols<T>],
+                          int64_t ties[kTileRows][kTileCols<T>],
+                          int64_t last[kTileRows][kTileCols<T>]) {
+  using Vector = TileVector<T>;
+  using Bits = typename TileVectorOf<T>::bits;
+  using Lane = typename TileVectorOf<T>::lane;
+  Vector m[R][kVectorsPerRow];
+  Bits count[R][kVectorsPerRow];
+  Bits where[R][kVectorsPerRow];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      m[r][v] = LoadVector(target[r] + v * kLanes<T>);
+      count[r][v] = Bits{};
+      where[r][v] = Bits{} - 1;
+    }
+  }
+  for (int64_t f = 0; f < d; ++f) {
+    Vector yv[kVectorsPerRow];
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      yv[v] = LoadVector(yt + f * kp + v * kLanes<T>);
+    }
+    const Bits feature = Bits{} + static_cast<Lane>(f);
+    for (int r = 0; r < R; ++r) {
+      const T xv = x[r * d + f];
+      for (int v = 0; v < kVectorsPerRow; ++v) {
+        // A lane comparison yields -1 where true, 0 where false.
+        const Bits equal = AbsLanes<T>(xv - yv[v]) == m[r][v];
+        count[r][v] -= equal;
+        where[r][v] = equal ? feature : where[r][v];
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      for (int c = 0; c < kLanes<T>; ++c) {
+        ties[r][v * kLanes<T> + c] = count[r][v][c];
+        last[r][v * kLanes<T> + c] = where[r][v][c];
+      }
+    }
+  }
+}
+
+// Finds, for every pair, what ChebyshevGrad::Weight finds, in one tiled
+// pass vectorized across centers, so the backward loops below touch only
+// the arg-max feature of a pair unless it has ties.
+template <typename T>
+ChebyshevPairs<T> FindChebyshevPairs(const PairwiseInputs<T>& in,
+                                     const T* grad, const T* dist,
+                                     const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  ChebyshevPairs<T> pairs;
+  pairs.weight.resize(static_cast<size_t>(n * k));
+  pairs.max.resize(static_cast<size_t>(n * k));
+  pairs.feature.resize(static_cast<size_t>(n * k));
+  const PackedCenters<T> packed =
+      PackTransposed(in.y, k, d, [](T v) { return v; });
+  const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(units, 3 * kRowsPerUnit * k * d, [&](int64_t b, int64_t e) {
+    T target[kTileRows][kTileCols<T>];
+    int64_t ties[kTileRows][kTileCols<T>];
+    int64_t last[kTileRows][kTileCols<T>];
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i0 = b * kRowsPerUnit; i0 < row_end; i0 += kTileRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, n - i0));
+      for (int64_t c0 = 0; c0 < k; c0 += kTileCols<T>) {
+        const int cols =
+            static_cast<int>(std::min<int64_t>(kTileCols<T>, k - c0));
+        for (int r = 0; r < kTileRows; ++r) {
+          for (int c = 0; c < kTileCols<T>; ++c) {
+            target[r][c] = r < rows && c < cols ? dist[(i0 + r) * k + c0 + c]
+                                                : T(0);
+          }
+        }
+        WithRowCount(rows, [&](auto row_count) {
+          constexpr int R = decltype(row_count)::value;
+          CountTiesTile<R>(in.x + i0 * d, d, packed.data.data() + c0,
+                           packed.kp, target, ties, last);
+        });
+        for (int r = 0; r < rows; ++r) {
+          for (int c = 0; c < cols; ++c) {
+            const int64_t i = i0 + r, j = c0 + c, at = i * k + j;
+            T m = target[r][c];
+            int64_t tie_count = ties[r][c];
+            if (tie_count == 0) {
+              // D matches no feature: recompute it as ChebyshevGrad does.
+              const T* xi = in.x + i * d;
+              const T* yj = in.y + j * d;
+              m = T(0);
+              for (int64_t f = 0; f < d; ++f) {
+                const T a = std::fabs(xi[f] - yj[f]);
+                m = a > m ? a : m;
+              }
+              tie_count = ChebyshevGrad<T>::CountTies(xi, yj, d, m);
+              for (int64_t f = 0; f < d; ++f) {
+                if (std::fabs(xi[f] - yj[f]) == m) last[r][c] = f;
+              }
+            }
+            const bool zero = m == T(0);
+            pairs.weight[at] =
+                zero ? T(0) : grad[at] / static_cast<T>(tie_count);
+            pairs.max[at] = m;
+            pairs.feature[at] =
+                tie_count == 1 ? static_cast<int32_t>(last[r][c]) : -1;
+          }
+        }
+      }
+    }
+  });
+  return pairs;
+}
+
+// Chebyshev backward with the results of BackwardDifference and
+// ChebyshevGrad, bit for bit: the features it skips would each add w * 0.
+template <typename T>
+void BackwardChebyshev(const PairwiseInputs<T>& in, const T* grad,
+                       const T* dist, const PairwiseGradients<T>& out,
+                       const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const ChebyshevPairs<T> pairs = FindChebyshevPairs(in, grad, dist,
+                                                     parallel_for);
+  // Adds sign * w * slope of pair (i, j) into g (a row of dL/dx or dL/dy).
+  auto add_pair = [&](int64_t i, int64_t j, T sign, T* g) {
+    const int64_t at = i * k + j;
+    const T w = pairs.weight[at];
+    if (w == T(0)) return;
+    const T* xi = in.x + i * d;
+    const T* yj = in.y + j * d;
+    const int32_t f = pairs.feature[at];
+    if (f >= 0) {
+      g[f] += sign * (w * SignOf(xi[f] - yj[f]));
+      return;
+    }
+    const T m = pairs.max[at];
+    for (int64_t e = 0; e < d; ++e) {
+      g[e] += sign * (w * ChebyshevSlope(xi[e] - yj[e], m));
+    }
+  };
+
+  const int64_t row_units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(row_units, 4 * kRowsPerUnit * k, [&](int64_t b, int64_t e) {
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
+      T* gx = out.x + i * d;
+      std::fill(gx, gx + d, T(0));
+      for (int64_t j = 0; j < k; ++j) add_pair(i, j, T(1), gx);
+    }
+  });
+  parallel_for(k, 4 * n, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      T* gy = out.y + j * d;
+      std::fill(gy, gy + d, T(0));
+      for (int64_t i = 0; i < n; ++i) add_pair(i, j, T(-1), gy);
+    }
+  });
+}
+
 template <typename T, typename Policy>
 void BackwardDifference(const PairwiseInputs<T>& in, const T* grad,
                         const T* dist, const Policy& policy,
@@ -804,7 +975,7 @@ void PairwiseBackward(const PairwiseInputs<T>& in, const T* grad,
       BackwardDifference(in, grad, dist, ManhattanGrad<T>(), out, parallel_for);
       break;
     case Kind::kChebyshev:
-      BackwardDifference(in, grad, dist, ChebyshevGrad<T>(), out, parallel_for);
+      BackwardChebyshev(in, grad, dist, out, parallel_for);
       break;
     case Kind::kMinkowski:
       BackwardDifference(in, grad, dist, MinkowskiGrad<T>{in.param[0]}, out,
