@@ -285,6 +285,30 @@ def test_minkowski_exponents_match_reference(p, dtype):
         assert_close(got, expected, grad_dtype, f"d/d{name} of minkowski p={p}")
 
 
+@pytest.mark.parametrize("kind", ["minkowski", "toroidal_euclidean"])
+def test_unwatched_param_skips_its_gradient(kind):
+    x, y, param = make_inputs(kind, 6, 4, 5, seed=2)
+    xt, yt, pt = as_tensors(x, y, param, tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([xt, yt, pt])
+        full = tf.reduce_sum(ops.pairwise_dissimilarity(xt, yt, kind, pt))
+    with tf.GradientTape() as tape_xy:
+        tape_xy.watch([xt, yt])
+        partial = tf.reduce_sum(ops.pairwise_dissimilarity(xt, yt, kind, pt))
+    want = tape.gradient(full, [xt, yt, pt])
+    got = tape_xy.gradient(partial, [xt, yt])
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert np.any(want[2].numpy() != 0)
+
+    distance = ops.pairwise_dissimilarity(xt, yt, kind, pt)
+    skipped = _ops.load_library().dmae_pairwise_dissimilarity_grad(
+        tf.ones_like(distance), xt, yt, pt, distance, kind=kind, param_gradient=False
+    )
+    np.testing.assert_array_equal(skipped[0], want[0])
+    np.testing.assert_array_equal(skipped[2], np.zeros(np.shape(param)))
+
+
 @pytest.mark.parametrize(
     "kind", ["euclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"]
 )

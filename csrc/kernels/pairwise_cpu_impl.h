@@ -1055,9 +1055,16 @@ void PairwiseBackward(const PairwiseInputs<T>& in, const T* grad,
                          MinkowskiGrad<T>{in.param[0],
                                           MultipliedExponent(in.param[0])},
                          out, parallel_for);
-      out.param[0] = MinkowskiExponentGradient(in, grad, parallel_for);
+      if (out.param != nullptr) {
+        out.param[0] = MinkowskiExponentGradient(in, grad, parallel_for);
+      }
       break;
     case Kind::kToroidalEuclidean: {
+      if (out.param == nullptr) {
+        BackwardDifference(in, grad, dist, ToroidalGrad<T>{in.param}, out,
+                           parallel_for);
+        break;
+      }
       std::vector<T> partials(static_cast<size_t>(k * d), T(0));
       BackwardDifference(in, grad, dist, ToroidalGrad<T>{in.param}, out,
                          parallel_for, &partials);
