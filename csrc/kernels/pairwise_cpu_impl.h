@@ -186,10 +186,10 @@ inline void AccumulateTile(const T* x, int64_t d, const T* yt, int64_t kp,
     for (int v = 0; v < kVectorsPerRow; ++v) local[r][v] = Vector{} + init;
   }
   for (int64_t f = 0; f < d; ++f) {
-    // One whole-vector load per register: copying the row into a Vector
-    // array in one memcpy made GCC copy it through the stack in 16-byte
-    // pieces and reload it as 32-byte vectors, which stalls store
-    // forwarding on every feature.
+    // Load one whole vector per register. A single memcpy of the row into
+    // a Vector array made GCC copy it through the stack in 16-byte pieces
+    // and reload it as 32-byte vectors, which stalls store forwarding on
+    // every feature.
     Vector yv[kVectorsPerRow];
     for (int v = 0; v < kVectorsPerRow; ++v) {
       yv[v] = LoadVector(yt + f * kp + v * kLanes<T>);
@@ -232,11 +232,33 @@ inline V MultipliedPower(V base, int exponent) {
   return result;
 }
 
+// The same products for an exponent known at compile time, unrolled so a
+// loop around it has no control flow and can vectorize.
+template <int E, typename V>
+inline V MultipliedPowerStep(V result, V base) {
+  if constexpr (E == 0) {
+    return result;
+  } else {
+    if constexpr ((E & 1) != 0) result = result * base;
+    if constexpr ((E >> 1) == 0) {
+      return result;
+    } else {
+      return MultipliedPowerStep<(E >> 1)>(result, base * base);
+    }
+  }
+}
+
+template <typename V, int E>
+inline V MultipliedPower(V base, std::integral_constant<int, E>) {
+  return MultipliedPowerStep<E>(V{} + 1, base);
+}
+
 // Minkowski's second pass for an integer exponent, vectorized across
-// centers: acc[r][c] = Σ_f (|x - y| * inv_scale[r][c])^exponent.
-template <int R, typename T>
+// centers: acc[r][c] = Σ_f (|x - y| * inv_scale[r][c])^exponent. Exponent
+// is int, or std::integral_constant for the exponents worth unrolling.
+template <int R, typename T, typename Exponent>
 inline void AccumulateMultipliedPowerTile(
-    const T* x, int64_t d, const T* yt, int64_t kp, int exponent,
+    const T* x, int64_t d, const T* yt, int64_t kp, Exponent exponent,
     const T inv_scale[kTileRows][kTileCols<T>],
     T acc[kTileRows][kTileCols<T>]) {
   using Vector = TileVector<T>;
@@ -362,9 +384,18 @@ void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
           inv_scale[r][c] = scale[r][c] > T(0) ? T(1) / scale[r][c] : T(0);
         }
       }
-      if (exponent > 0) {
+      auto power_pass = [&](auto fixed_exponent) {
         AccumulateMultipliedPowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp,
-                                         exponent, inv_scale, result);
+                                         fixed_exponent, inv_scale, result);
+      };
+      if (exponent == 2) {
+        power_pass(std::integral_constant<int, 2>());
+      } else if (exponent == 3) {
+        power_pass(std::integral_constant<int, 3>());
+      } else if (exponent == 4) {
+        power_pass(std::integral_constant<int, 4>());
+      } else if (exponent > 0) {
+        power_pass(exponent);
       } else {
         AccumulatePowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, p,
                                inv_scale, result);
@@ -541,16 +572,28 @@ struct ToroidalGrad {
 template <typename T>
 struct MinkowskiGrad {
   T p;
-  int exponent;  // MultipliedExponent(p)
   T Diff(T x, T y, int64_t) const { return x - y; }
   T Weight(T g, T dist, const T*, const T*, int64_t, T* state) const {
     *state = dist > T(0) ? T(1) / dist : T(0);
     return dist > T(0) ? g : T(0);
   }
+  T Phi(T u, T inv_dist) const { return MinkowskiSlope(u, inv_dist, p); }
+};
+
+// MinkowskiGrad for an integer p that MultipliedExponent accepts.
+// SlopeExponent is p - 1, an int or a std::integral_constant. A constant
+// lets the compiler unroll the power and vectorize the feature loop.
+template <typename T, typename SlopeExponent>
+struct MultipliedMinkowskiGrad : MinkowskiGrad<T> {
+  SlopeExponent slope_exponent;
   T Phi(T u, T inv_dist) const {
-    if (exponent == 0) return MinkowskiSlope(u, inv_dist, p);
     const T a = std::fabs(u) * inv_dist;
-    return a > T(0) ? SignOf(u) * MultipliedPower(a, exponent - 1) : T(0);
+    if (static_cast<int>(slope_exponent) == 0) {
+      return a > T(0) ? SignOf(u) : T(0);
+    }
+    // a = 0 gives a zero power here, so testing a > 0 is not needed, and
+    // leaving the test out lets the feature loop vectorize.
+    return SignOf(u) * MultipliedPower(a, slope_exponent);
   }
 };
 
@@ -683,7 +726,7 @@ ChebyshevPairs<T> FindChebyshevPairs(const PairwiseInputs<T>& in,
             T m = target[r][c];
             int64_t tie_count = ties[r][c];
             if (tie_count == 0) {
-              // D matches no feature: recompute it as ChebyshevGrad does.
+              // D matches no feature, so recompute it as ChebyshevGrad does.
               const T* xi = in.x + i * d;
               const T* yj = in.y + j * d;
               m = T(0);
@@ -710,8 +753,8 @@ ChebyshevPairs<T> FindChebyshevPairs(const PairwiseInputs<T>& in,
   return pairs;
 }
 
-// Chebyshev backward with the results of BackwardDifference and
-// ChebyshevGrad, bit for bit: the features it skips would each add w * 0.
+// Chebyshev backward, bit for bit equal to BackwardDifference with
+// ChebyshevGrad, because each feature it skips would add w * 0.
 template <typename T>
 void BackwardChebyshev(const PairwiseInputs<T>& in, const T* grad,
                        const T* dist, const PairwiseGradients<T>& out,
@@ -811,6 +854,41 @@ void BackwardDifference(const PairwiseInputs<T>& in, const T* grad,
       }
     }
   });
+}
+
+template <typename T>
+void BackwardMinkowski(const PairwiseInputs<T>& in, const T* grad,
+                       const T* dist, const PairwiseGradients<T>& out,
+                       const ParallelFor& parallel_for) {
+  const T p = in.param[0];
+  const int exponent = MultipliedExponent(p);
+  auto multiplied = [&](auto slope_exponent) {
+    using Policy = MultipliedMinkowskiGrad<T, decltype(slope_exponent)>;
+    Policy policy;
+    policy.p = p;
+    policy.slope_exponent = slope_exponent;
+    BackwardDifference(in, grad, dist, policy, out, parallel_for);
+  };
+  switch (exponent) {
+    case 0:
+      BackwardDifference(in, grad, dist, MinkowskiGrad<T>{p}, out,
+                         parallel_for);
+      break;
+    case 1:
+      multiplied(std::integral_constant<int, 0>());
+      break;
+    case 2:
+      multiplied(std::integral_constant<int, 1>());
+      break;
+    case 3:
+      multiplied(std::integral_constant<int, 2>());
+      break;
+    case 4:
+      multiplied(std::integral_constant<int, 3>());
+      break;
+    default:
+      multiplied(exponent - 1);
+  }
 }
 
 // dD/dp for minkowski. With m = max|u|, v = |u|/m, S = Σ v^p:
@@ -1051,10 +1129,7 @@ void PairwiseBackward(const PairwiseInputs<T>& in, const T* grad,
       BackwardChebyshev(in, grad, dist, out, parallel_for);
       break;
     case Kind::kMinkowski:
-      BackwardDifference(in, grad, dist,
-                         MinkowskiGrad<T>{in.param[0],
-                                          MultipliedExponent(in.param[0])},
-                         out, parallel_for);
+      BackwardMinkowski(in, grad, dist, out, parallel_for);
       if (out.param != nullptr) {
         out.param[0] = MinkowskiExponentGradient(in, grad, parallel_for);
       }
