@@ -307,6 +307,54 @@ def test_minkowski_tiny_differences_do_not_underflow():
     assert value[0, 0] > 1.9e-30
 
 
+# Integers up to 16 are multiplied out, other exponents go through pow.
+@pytest.mark.parametrize("p", [1.0, 2.0, 2.5, 3.0, 16.0, 17.0, 7.25])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda t: t.name)
+def test_minkowski_exponents_match_reference(p, dtype):
+    x, y, _ = make_inputs("minkowski", 9, 18, 7, seed=4)
+    xt, yt, pt = as_tensors(x, y, p, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch([xt, yt, pt])
+        value = ops.pairwise_dissimilarity(xt, yt, "minkowski", pt)
+        loss = tf.reduce_sum(value * np.linspace(-1.0, 2.0, 18))
+    grads = tape.gradient(loss, [xt, yt, pt])
+    x64, y64, p64 = as_tensors(x, y, p, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch([x64, y64, p64])
+        want = reference.pairwise_dissimilarity(x64, y64, "minkowski", p64)
+        loss = tf.reduce_sum(want * np.linspace(-1.0, 2.0, 18))
+    want_grads = tape.gradient(loss, [x64, y64, p64])
+    assert_close(value, want, dtype, f"minkowski p={p}")
+    # As in test_gradient_matches_reference: long sums of rounded products.
+    grad_dtype = tf.float16 if dtype == tf.float32 else dtype
+    for name, got, expected in zip("xyp", grads, want_grads, strict=True):
+        assert_close(got, expected, grad_dtype, f"d/d{name} of minkowski p={p}")
+
+
+@pytest.mark.parametrize("kind", ["minkowski", "toroidal_euclidean"])
+def test_unwatched_param_skips_its_gradient(kind):
+    x, y, param = make_inputs(kind, 6, 4, 5, seed=2)
+    xt, yt, pt = as_tensors(x, y, param, tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([xt, yt, pt])
+        full = tf.reduce_sum(ops.pairwise_dissimilarity(xt, yt, kind, pt))
+    with tf.GradientTape() as tape_xy:
+        tape_xy.watch([xt, yt])
+        partial = tf.reduce_sum(ops.pairwise_dissimilarity(xt, yt, kind, pt))
+    want = tape.gradient(full, [xt, yt, pt])
+    got = tape_xy.gradient(partial, [xt, yt])
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert np.any(want[2].numpy() != 0)
+
+    distance = ops.pairwise_dissimilarity(xt, yt, kind, pt)
+    skipped = _ops.load_library().dmae_pairwise_dissimilarity_grad(
+        tf.ones_like(distance), xt, yt, pt, distance, kind=kind, param_gradient=False
+    )
+    np.testing.assert_array_equal(skipped[0], want[0])
+    np.testing.assert_array_equal(skipped[2], np.zeros(np.shape(param)))
+
+
 @pytest.mark.parametrize(
     "kind", ["euclidean", "manhattan", "chebyshev", "minkowski", "mahalanobis"]
 )

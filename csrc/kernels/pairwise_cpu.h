@@ -47,7 +47,9 @@ template <typename T>
 struct PairwiseGradients {
   T* x;      // n×d
   T* y;      // k×d
-  T* param;  // the shape of param; may be null when empty
+  // The shape of param. Null when param is empty, or to skip computing
+  // dL/dparam (the kernels then leave it unwritten).
+  T* param;
 };
 
 // Writes D (n×k). T is float or double.

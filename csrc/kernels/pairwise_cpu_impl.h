@@ -159,6 +159,13 @@ struct WrappedSquaredDiffTile {
   }
 };
 
+// Loads kLanes<T> values from p, which needs only T's alignment.
+template <typename T>
+inline TileVector<T> LoadVector(const T* p) {
+  typedef TileVector<T> Unaligned __attribute__((aligned(alignof(T))));
+  return *reinterpret_cast<const Unaligned*>(p);
+}
+
 // acc[r][:] = step(...step(init, x[r][0], yt[0][:], 0)..., x[r][d-1], ...)
 // for R rows of x (row stride d) and one tile of packed centers (stride kp).
 // The accumulators are vector locals so they stay in registers. Writing
@@ -174,12 +181,100 @@ inline void AccumulateTile(const T* x, int64_t d, const T* yt, int64_t kp,
     for (int v = 0; v < kVectorsPerRow; ++v) local[r][v] = Vector{} + init;
   }
   for (int64_t f = 0; f < d; ++f) {
+    // Load one whole vector per register. A single memcpy of the row into
+    // a Vector array made GCC copy it through the stack in 16-byte pieces
+    // and reload it as 32-byte vectors, which stalls store forwarding on
+    // every feature.
     Vector yv[kVectorsPerRow];
-    std::memcpy(yv, yt + f * kp, sizeof(yv));
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      yv[v] = LoadVector(yt + f * kp + v * kLanes<T>);
+    }
     for (int r = 0; r < R; ++r) {
       const T xv = x[r * d + f];
       for (int v = 0; v < kVectorsPerRow; ++v) {
         local[r][v] = step(local[r][v], xv, yv[v], f);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) std::memcpy(acc[r], local[r], sizeof(local[r]));
+}
+
+// Minkowski raises to an integer exponent p in [1, kMaxMultipliedExponent]
+// by binary exponentiation instead of std::pow, because products vectorize
+// and libm's pow does not. Each squaring doubles the relative error, so it
+// grows about linearly with p. Measured against long double pow on 200000
+// values per p: at most 1.9 ulp for p <= 4 and 11 ulp for p <= 16, in float
+// and double, where glibc's pow stays within 0.51 ulp.
+constexpr int kMaxMultipliedExponent = 16;
+
+// The exponent as an int when minkowski multiplies it out, else 0.
+template <typename T>
+inline int MultipliedExponent(T p) {
+  const bool whole = p >= T(1) && p <= T(kMaxMultipliedExponent) &&
+                     p == std::floor(p);
+  return whole ? static_cast<int>(p) : 0;
+}
+
+// base^exponent for exponent >= 0, on a scalar or a TileVector.
+template <typename V>
+inline V MultipliedPower(V base, int exponent) {
+  V result = V{} + 1;
+  while (exponent > 0) {
+    if (exponent & 1) result = result * base;
+    exponent >>= 1;
+    if (exponent > 0) base = base * base;
+  }
+  return result;
+}
+
+// The same products for an exponent known at compile time, unrolled so a
+// loop around it has no control flow and can vectorize.
+template <int E, typename V>
+inline V MultipliedPowerStep(V result, V base) {
+  if constexpr (E == 0) {
+    return result;
+  } else {
+    if constexpr ((E & 1) != 0) result = result * base;
+    if constexpr ((E >> 1) == 0) {
+      return result;
+    } else {
+      return MultipliedPowerStep<(E >> 1)>(result, base * base);
+    }
+  }
+}
+
+template <typename V, int E>
+inline V MultipliedPower(V base, std::integral_constant<int, E>) {
+  return MultipliedPowerStep<E>(V{} + 1, base);
+}
+
+// Minkowski's second pass for an integer exponent, vectorized across
+// centers: acc[r][c] = Σ_f (|x - y| * inv_scale[r][c])^exponent. Exponent
+// is int, or std::integral_constant for the exponents worth unrolling.
+template <int R, typename T, typename Exponent>
+inline void AccumulateMultipliedPowerTile(
+    const T* x, int64_t d, const T* yt, int64_t kp, Exponent exponent,
+    const T inv_scale[kTileRows][kTileCols<T>],
+    T acc[kTileRows][kTileCols<T>]) {
+  using Vector = TileVector<T>;
+  Vector local[R][kVectorsPerRow];
+  Vector scale[R][kVectorsPerRow];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      local[r][v] = Vector{};
+      scale[r][v] = LoadVector(inv_scale[r] + v * kLanes<T>);
+    }
+  }
+  for (int64_t f = 0; f < d; ++f) {
+    Vector yv[kVectorsPerRow];
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      yv[v] = LoadVector(yt + f * kp + v * kLanes<T>);
+    }
+    for (int r = 0; r < R; ++r) {
+      const T xv = x[r * d + f];
+      for (int v = 0; v < kVectorsPerRow; ++v) {
+        const Vector scaled = AbsLanes<T>(xv - yv[v]) * scale[r][v];
+        local[r][v] = local[r][v] + MultipliedPower(scaled, exponent);
       }
     }
   }
@@ -266,6 +361,7 @@ template <typename T>
 void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
                       const ParallelFor& parallel_for) {
   const T p = in.param[0];
+  const int exponent = MultipliedExponent(p);
   const PackedCenters<T> packed =
       PackTransposed(in.y, in.k, in.d, [](T v) { return v; });
   const T* yt = packed.data.data();
@@ -283,8 +379,22 @@ void ForwardMinkowski(const PairwiseInputs<T>& in, T* out,
           inv_scale[r][c] = scale[r][c] > T(0) ? T(1) / scale[r][c] : T(0);
         }
       }
-      AccumulatePowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, p,
-                             inv_scale, result);
+      auto power_pass = [&](auto fixed_exponent) {
+        AccumulateMultipliedPowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp,
+                                         fixed_exponent, inv_scale, result);
+      };
+      if (exponent == 2) {
+        power_pass(std::integral_constant<int, 2>());
+      } else if (exponent == 3) {
+        power_pass(std::integral_constant<int, 3>());
+      } else if (exponent == 4) {
+        power_pass(std::integral_constant<int, 4>());
+      } else if (exponent > 0) {
+        power_pass(exponent);
+      } else {
+        AccumulatePowerTile<R>(in.x + i0 * in.d, in.d, yt + c0, kp, p,
+                               inv_scale, result);
+      }
     });
     for (int r = 0; r < rows; ++r) {
       for (int c = 0; c < kTileCols<T>; ++c) {
@@ -499,6 +609,23 @@ struct MinkowskiGrad {
   T Phi(T u, T inv_dist) const { return MinkowskiSlope(u, inv_dist, p); }
 };
 
+// MinkowskiGrad for an integer p that MultipliedExponent accepts.
+// SlopeExponent is p - 1, an int or a std::integral_constant. A constant
+// lets the compiler unroll the power and vectorize the feature loop.
+template <typename T, typename SlopeExponent>
+struct MultipliedMinkowskiGrad : MinkowskiGrad<T> {
+  SlopeExponent slope_exponent;
+  T Phi(T u, T inv_dist) const {
+    const T a = std::fabs(u) * inv_dist;
+    if (static_cast<int>(slope_exponent) == 0) {
+      return a > T(0) ? SignOf(u) : T(0);
+    }
+    // a = 0 gives a zero power here, so testing a > 0 is not needed, and
+    // leaving the test out lets the feature loop vectorize.
+    return SignOf(u) * MultipliedPower(a, slope_exponent);
+  }
+};
+
 // The subgradient of max_f |u_f| split equally among the tied features. The
 // forward output is the max itself. It is recomputed only when it matches no
 // feature, as for a distance tensor that did not come from the forward pass.
@@ -528,6 +655,177 @@ struct ChebyshevGrad {
     return ties;
   }
 };
+
+// Per pair (i, j) of the chebyshev backward: the weight G[i,j] / ties, the
+// maximum m that the slope compares against, and the only feature where
+// |u_f| = m, or -1 when several features tie and every feature must be
+// visited.
+template <typename T>
+struct ChebyshevPairs {
+  std::vector<T> weight;
+  std::vector<T> max;
+  std::vector<int32_t> feature;
+};
+
+// For R rows and one tile of centers, counts the features where
+// |x_f - y_f| equals target[r][c] and records the last such feature.
+template <int R, typename T>
+inline void CountTiesTile(const T* x, int64_t d, const T* yt, int64_t kp,
+                          const T target[kTileRows][kTileCols<T>],
+                          int64_t ties[kTileRows][kTileCols<T>],
+                          int64_t last[kTileRows][kTileCols<T>]) {
+  using Vector = TileVector<T>;
+  using Bits = typename TileVectorOf<T>::bits;
+  using Lane = typename TileVectorOf<T>::lane;
+  Vector m[R][kVectorsPerRow];
+  Bits count[R][kVectorsPerRow];
+  Bits where[R][kVectorsPerRow];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      m[r][v] = LoadVector(target[r] + v * kLanes<T>);
+      count[r][v] = Bits{};
+      where[r][v] = Bits{} - 1;
+    }
+  }
+  for (int64_t f = 0; f < d; ++f) {
+    Vector yv[kVectorsPerRow];
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      yv[v] = LoadVector(yt + f * kp + v * kLanes<T>);
+    }
+    const Bits feature = Bits{} + static_cast<Lane>(f);
+    for (int r = 0; r < R; ++r) {
+      const T xv = x[r * d + f];
+      for (int v = 0; v < kVectorsPerRow; ++v) {
+        // A lane comparison yields -1 where true, 0 where false.
+        const Bits equal = AbsLanes<T>(xv - yv[v]) == m[r][v];
+        count[r][v] -= equal;
+        where[r][v] = equal ? feature : where[r][v];
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < kVectorsPerRow; ++v) {
+      for (int c = 0; c < kLanes<T>; ++c) {
+        ties[r][v * kLanes<T> + c] = count[r][v][c];
+        last[r][v * kLanes<T> + c] = where[r][v][c];
+      }
+    }
+  }
+}
+
+// Finds, for every pair, what ChebyshevGrad::Weight finds, in one tiled
+// pass vectorized across centers, so the backward loops below touch only
+// the arg-max feature of a pair unless it has ties.
+template <typename T>
+ChebyshevPairs<T> FindChebyshevPairs(const PairwiseInputs<T>& in,
+                                     const T* grad, const T* dist,
+                                     const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  ChebyshevPairs<T> pairs;
+  pairs.weight.resize(static_cast<size_t>(n * k));
+  pairs.max.resize(static_cast<size_t>(n * k));
+  pairs.feature.resize(static_cast<size_t>(n * k));
+  const PackedCenters<T> packed =
+      PackTransposed(in.y, k, d, [](T v) { return v; });
+  const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(units, 3 * kRowsPerUnit * k * d, [&](int64_t b, int64_t e) {
+    T target[kTileRows][kTileCols<T>];
+    int64_t ties[kTileRows][kTileCols<T>];
+    int64_t last[kTileRows][kTileCols<T>];
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i0 = b * kRowsPerUnit; i0 < row_end; i0 += kTileRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kTileRows, n - i0));
+      for (int64_t c0 = 0; c0 < k; c0 += kTileCols<T>) {
+        const int cols =
+            static_cast<int>(std::min<int64_t>(kTileCols<T>, k - c0));
+        for (int r = 0; r < kTileRows; ++r) {
+          for (int c = 0; c < kTileCols<T>; ++c) {
+            target[r][c] = r < rows && c < cols ? dist[(i0 + r) * k + c0 + c]
+                                                : T(0);
+          }
+        }
+        WithRowCount(rows, [&](auto row_count) {
+          constexpr int R = decltype(row_count)::value;
+          CountTiesTile<R>(in.x + i0 * d, d, packed.data.data() + c0,
+                           packed.kp, target, ties, last);
+        });
+        for (int r = 0; r < rows; ++r) {
+          for (int c = 0; c < cols; ++c) {
+            const int64_t i = i0 + r, j = c0 + c, at = i * k + j;
+            T m = target[r][c];
+            int64_t tie_count = ties[r][c];
+            if (tie_count == 0) {
+              // D matches no feature, so recompute it as ChebyshevGrad does.
+              const T* xi = in.x + i * d;
+              const T* yj = in.y + j * d;
+              m = T(0);
+              for (int64_t f = 0; f < d; ++f) {
+                const T a = std::fabs(xi[f] - yj[f]);
+                m = a > m ? a : m;
+              }
+              tie_count = ChebyshevGrad<T>::CountTies(xi, yj, d, m);
+              for (int64_t f = 0; f < d; ++f) {
+                if (std::fabs(xi[f] - yj[f]) == m) last[r][c] = f;
+              }
+            }
+            const bool zero = m == T(0);
+            pairs.weight[at] =
+                zero ? T(0) : grad[at] / static_cast<T>(tie_count);
+            pairs.max[at] = m;
+            pairs.feature[at] =
+                tie_count == 1 ? static_cast<int32_t>(last[r][c]) : -1;
+          }
+        }
+      }
+    }
+  });
+  return pairs;
+}
+
+// Chebyshev backward, bit for bit equal to BackwardDifference with
+// ChebyshevGrad, because each feature it skips would add w * 0.
+template <typename T>
+void BackwardChebyshev(const PairwiseInputs<T>& in, const T* grad,
+                       const T* dist, const PairwiseGradients<T>& out,
+                       const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const ChebyshevPairs<T> pairs = FindChebyshevPairs(in, grad, dist,
+                                                     parallel_for);
+  // Adds sign * w * slope of pair (i, j) into g (a row of dL/dx or dL/dy).
+  auto add_pair = [&](int64_t i, int64_t j, T sign, T* g) {
+    const int64_t at = i * k + j;
+    const T w = pairs.weight[at];
+    if (w == T(0)) return;
+    const T* xi = in.x + i * d;
+    const T* yj = in.y + j * d;
+    const int32_t f = pairs.feature[at];
+    if (f >= 0) {
+      g[f] += sign * (w * SignOf(xi[f] - yj[f]));
+      return;
+    }
+    const T m = pairs.max[at];
+    for (int64_t e = 0; e < d; ++e) {
+      g[e] += sign * (w * ChebyshevSlope(xi[e] - yj[e], m));
+    }
+  };
+
+  const int64_t row_units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(row_units, 4 * kRowsPerUnit * k, [&](int64_t b, int64_t e) {
+    const int64_t row_end = std::min(n, e * kRowsPerUnit);
+    for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
+      T* gx = out.x + i * d;
+      std::fill(gx, gx + d, T(0));
+      for (int64_t j = 0; j < k; ++j) add_pair(i, j, T(1), gx);
+    }
+  });
+  parallel_for(k, 4 * n, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      T* gy = out.y + j * d;
+      std::fill(gy, gy + d, T(0));
+      for (int64_t i = 0; i < n; ++i) add_pair(i, j, T(-1), gy);
+    }
+  });
+}
 
 template <typename T, typename Policy>
 void BackwardDifference(const PairwiseInputs<T>& in, const T* grad,
@@ -587,6 +885,41 @@ void BackwardDifference(const PairwiseInputs<T>& in, const T* grad,
   });
 }
 
+template <typename T>
+void BackwardMinkowski(const PairwiseInputs<T>& in, const T* grad,
+                       const T* dist, const PairwiseGradients<T>& out,
+                       const ParallelFor& parallel_for) {
+  const T p = in.param[0];
+  const int exponent = MultipliedExponent(p);
+  auto multiplied = [&](auto slope_exponent) {
+    using Policy = MultipliedMinkowskiGrad<T, decltype(slope_exponent)>;
+    Policy policy;
+    policy.p = p;
+    policy.slope_exponent = slope_exponent;
+    BackwardDifference(in, grad, dist, policy, out, parallel_for);
+  };
+  switch (exponent) {
+    case 0:
+      BackwardDifference(in, grad, dist, MinkowskiGrad<T>{p}, out,
+                         parallel_for);
+      break;
+    case 1:
+      multiplied(std::integral_constant<int, 0>());
+      break;
+    case 2:
+      multiplied(std::integral_constant<int, 1>());
+      break;
+    case 3:
+      multiplied(std::integral_constant<int, 2>());
+      break;
+    case 4:
+      multiplied(std::integral_constant<int, 3>());
+      break;
+    default:
+      multiplied(exponent - 1);
+  }
+}
+
 // dD/dp for minkowski. With m = max|u|, v = |u|/m, S = Σ v^p:
 // D = m S^(1/p), so dD/dp = D (Σ v^p log v / (p S) - log S / p²).
 template <typename T>
@@ -594,6 +927,7 @@ T MinkowskiExponentGradient(const PairwiseInputs<T>& in, const T* grad,
                             const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d;
   const T p = in.param[0];
+  const int exponent = MultipliedExponent(p);
   std::vector<T> row_partials(static_cast<size_t>(n), T(0));
   parallel_for(n, 60 * k * d, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -613,7 +947,8 @@ T MinkowskiExponentGradient(const PairwiseInputs<T>& in, const T* grad,
         for (int64_t f = 0; f < d; ++f) {
           const T v = std::fabs(xi[f] - yj[f]) / m;
           if (v > T(0)) {
-            const T vp = std::pow(v, p);
+            const T vp =
+                exponent > 0 ? MultipliedPower(v, exponent) : std::pow(v, p);
             s += vp;
             s_log += vp * std::log(v);
           }
@@ -841,14 +1176,20 @@ void PairwiseBackward(const PairwiseInputs<T>& in, const T* grad,
       BackwardDifference(in, grad, dist, ManhattanGrad<T>(), out, parallel_for);
       break;
     case Kind::kChebyshev:
-      BackwardDifference(in, grad, dist, ChebyshevGrad<T>(), out, parallel_for);
+      BackwardChebyshev(in, grad, dist, out, parallel_for);
       break;
     case Kind::kMinkowski:
-      BackwardDifference(in, grad, dist, MinkowskiGrad<T>{in.param[0]}, out,
-                         parallel_for);
-      out.param[0] = MinkowskiExponentGradient(in, grad, parallel_for);
+      BackwardMinkowski(in, grad, dist, out, parallel_for);
+      if (out.param != nullptr) {
+        out.param[0] = MinkowskiExponentGradient(in, grad, parallel_for);
+      }
       break;
     case Kind::kToroidalEuclidean: {
+      if (out.param == nullptr) {
+        BackwardDifference(in, grad, dist, ToroidalGrad<T>{in.param}, out,
+                           parallel_for);
+        break;
+      }
       std::vector<T> partials(static_cast<size_t>(k * d), T(0));
       BackwardDifference(in, grad, dist, ToroidalGrad<T>{in.param}, out,
                          parallel_for, &partials);

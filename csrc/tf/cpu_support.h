@@ -15,12 +15,22 @@
 
 namespace dmae {
 
+// Estimated floating-point operations below which a ParallelFor runs on the
+// calling thread. Eigen's pool reads cost_per_unit as cycles, but the kernels
+// count operations that their vector loops retire several per cycle, so Eigen
+// alone would wake pool threads for work that takes a few microseconds.
+constexpr int64_t kMinParallelCost = int64_t{1} << 18;
+
 // Splits work over TensorFlow's intra-op thread pool of this kernel's device.
 inline ParallelFor IntraOpParallelFor(tensorflow::OpKernelContext* context) {
   tensorflow::thread::ThreadPool* pool =
       context->device()->tensorflow_cpu_worker_threads()->workers;
   return [pool](int64_t total, int64_t cost_per_unit, const WorkFn& work) {
     if (total <= 0) return;
+    if (total * cost_per_unit < kMinParallelCost) {
+      work(0, total);
+      return;
+    }
     pool->ParallelFor(total, cost_per_unit,
                       [&work](int64_t begin, int64_t end) { work(begin, end); });
   };

@@ -5,6 +5,7 @@
 // `kind` selects dis; `param` is the kind's extra input (dissimilarity.h).
 // The gradient op takes dL/d(distance) and returns dL/dx, dL/dy, dL/dparam.
 // float16 and bfloat16 inputs are computed in float32.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -131,10 +132,15 @@ REGISTER_OP("Dmae>PairwiseDissimilarityGrad")
     .Output("grad_param: T")
     .Attr(kKindAttr)
     .Attr("T: {half, bfloat16, float, double}")
+    .Attr("param_gradient: bool = true")
     .SetShapeFn(PairwiseGradShape)
     .Doc(R"doc(
 Gradients of Dmae>PairwiseDissimilarity with respect to x, y and param, given
 grad = dL/d(distance) and the forward output distance.
+
+param_gradient: false lets minkowski and toroidal_euclidean skip dL/dparam
+  (grad_param is then zeros), which saves a log per feature and pair for
+  minkowski. The other kinds ignore it.
 )doc");
 
 namespace {
@@ -210,6 +216,8 @@ class PairwiseDissimilarityGradOp : public OpKernel {
     OP_REQUIRES(context, ParseKind(kind_name, &kind_),
                 absl::InvalidArgumentError("unknown dissimilarity kind '" +
                                            kind_name + "'"));
+    OP_REQUIRES_OK(context, context->GetAttr("param_gradient",
+                                             &param_gradient_));
   }
 
   void Compute(OpKernelContext* context) override {
@@ -247,6 +255,11 @@ class PairwiseDissimilarityGradOp : public OpKernel {
     OutputView<T> out_x(grad_x), out_y(grad_y), out_param(grad_param);
     PairwiseGradients<ComputeType<T>> out{out_x.data(), out_y.data(),
                                           out_param.data()};
+    if (!param_gradient_ && (kind_ == Kind::kMinkowski ||
+                             kind_ == Kind::kToroidalEuclidean)) {
+      std::fill(out.param, out.param + param.NumElements(), ComputeType<T>(0));
+      out.param = nullptr;
+    }
     const ParallelFor parallel_for = IntraOpParallelFor(context);
     const ComputeType<T>* forward_distance = distance_view.data();
     std::vector<ComputeType<T>> recomputed;
@@ -267,6 +280,7 @@ class PairwiseDissimilarityGradOp : public OpKernel {
 
  private:
   Kind kind_;
+  bool param_gradient_;
 };
 
 #define DMAE_REGISTER_PAIRWISE_CPU(T)                                       \
