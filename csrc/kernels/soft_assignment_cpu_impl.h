@@ -28,7 +28,10 @@
 namespace dmae {
 namespace cpu {
 namespace DMAE_CPU_ISA {
-namespace {
+// Helpers of the functions below. The namespace is named, not anonymous,
+// because the lambdas those functions pass to ParallelFor capture these types
+// and GCC warns when an external function's lambda uses internal types.
+namespace detail {
 
 // Rows per parallel unit of the row passes and centers per unit of the
 // center pass. Each center unit reads all n rows of the upstream gradient,
@@ -312,7 +315,8 @@ StridedMatrix<T> Transposed(const T* data, int64_t cols) {
   return {data, 1, cols};
 }
 
-}  // namespace
+}  // namespace detail
+using namespace detail;
 
 template <typename T>
 void SoftAssignmentForward(const SoftAssignmentInputs<T>& in,
@@ -363,7 +367,7 @@ void SoftAssignmentForward(const SoftAssignmentInputs<T>& in,
   });
 }
 
-namespace {
+namespace detail {
 
 // Per-row pass of the backward, given S in `assignments`: the total
 // gradient reaching each S[i, j], dL/dz, dL/dD, and Σ_j dL/dz[i,j]·D[i,j]
@@ -517,7 +521,7 @@ void BackwardCenters(const SoftAssignmentInputs<T>& in,
   });
 }
 
-}  // namespace
+}  // namespace detail
 
 template <typename T>
 void SoftAssignmentBackward(const SoftAssignmentInputs<T>& in,
