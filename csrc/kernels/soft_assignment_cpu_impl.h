@@ -175,6 +175,29 @@ T SumLanes(typename Vector<T>::type v) {
   return sum;
 }
 
+// Σ_j s[j]·w[j] over the j where s[j] is not 0, summed per lane and then
+// over the lanes in order. Entries where s is 0 are left out by a select,
+// not multiplied by 0, so an infinite w there cannot turn into NaN.
+template <typename T>
+T SumWhereNonzero(const T* s, const T* w, int64_t k) {
+  using V = typename Vector<T>::type;
+  using U = typename Vector<T>::unaligned;
+  constexpr int kLanes = Vector<T>::kLanes;
+  const int64_t full = k - k % kLanes;
+  V lanes = V{};
+  for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
+    const V sv = *reinterpret_cast<const U*>(s + j0);
+    const V wv = *reinterpret_cast<const U*>(w + j0);
+    lanes += sv != 0 ? sv * wv : V{};
+  }
+  if (full < k) {
+    const V sv = LoadPartial(s + full, k - full, T(0));
+    const V wv = LoadPartial(w + full, k - full, T(0));
+    lanes += sv != 0 ? sv * wv : V{};
+  }
+  return SumLanes<T>(lanes);
+}
+
 // Writes one row of S from one row of D. The max and the sum run over
 // Vector lanes (lane c takes the clusters j ≡ c modulo the lane count) and
 // then over the lanes in order, so a row's bits depend on k alone, never on
@@ -388,11 +411,7 @@ void SoftAssignmentForward(const SoftAssignmentInputs<T>& in,
     for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
       T* s = out.assignments + i * k;
       SoftmaxRow(in.distance + i * k, in.alpha, table, k, s);
-      T mixer = T(0);
-      for (int64_t j = 0; j < k; ++j) {
-        if (s[j] != T(0)) mixer += s[j] * table.positive_weight[j];
-      }
-      out.soft_mixers[i] = mixer;
+      out.soft_mixers[i] = SumWhereNonzero(s, table.positive_weight.data(), k);
     }
   });
 
@@ -477,22 +496,9 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
         ti[j] = through[j] + (gs[j] + soft_mixer_grad * table.positive_weight[j]);
       }
 
-      // The sums run per lane, then over the lanes in order (as in
-      // SoftmaxRow). Entries where S is 0 are left out by a select, not
-      // multiplied by 0, so an infinite gradient or distance there cannot
-      // turn into NaN.
-      V mean_lanes = V{};
-      for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
-        const V s = *reinterpret_cast<const U*>(si + j0);
-        const V t = *reinterpret_cast<const U*>(ti + j0);
-        mean_lanes += s != 0 ? s * t : V{};
-      }
-      if (tail > 0) {
-        const V s = LoadPartial(si + full, tail, T(0));
-        const V t = LoadPartial(ti + full, tail, T(0));
-        mean_lanes += s != 0 ? s * t : V{};
-      }
-      const T mean = SumLanes<T>(mean_lanes);
+      // Entries where S is 0 are left out by selects, as in
+      // SumWhereNonzero, and the sums run per lane in the same way.
+      const T mean = SumWhereNonzero(si, ti, k);
 
       const T* dist = in.distance + i * k;
       T* gz = logit_grads + i * k;
@@ -526,23 +532,20 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
   });
 }
 
-// dL/dS through μ̃ and Σ̃ for every entry: dμ̃ θᵀ + dΣ̃ Σᵀ (n×k).
+// Writes dL/dS through μ̃ and Σ̃ for every entry, dμ̃ θᵀ + dΣ̃ Σᵀ (n×k), to
+// `total`. With covariances, `scratch` takes the second product (n×k).
 template <typename T>
-std::vector<T> GradientThroughOutputs(const SoftAssignmentInputs<T>& in,
-                                      const SoftAssignmentUpstream<T>& up,
-                                      const ParallelFor& parallel_for) {
+void GradientThroughOutputs(const SoftAssignmentInputs<T>& in,
+                            const SoftAssignmentUpstream<T>& up, T* total,
+                            T* scratch, const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d, dd = d * d;
-  std::vector<T> total(static_cast<size_t>(n * k));
   GemmCpu(n, k, d, RowMajor(up.soft_centers, d), Transposed(in.centers, d),
-          total.data(), k, parallel_for);
+          total, k, parallel_for);
   if (in.covariances != nullptr) {
-    std::vector<T> through_covariances(static_cast<size_t>(n * k));
     GemmCpu(n, k, dd, RowMajor(up.soft_covariances, dd),
-            Transposed(in.covariances, dd), through_covariances.data(), k,
-            parallel_for);
-    for (int64_t m = 0; m < n * k; ++m) total[m] += through_covariances[m];
+            Transposed(in.covariances, dd), scratch, k, parallel_for);
+    for (int64_t m = 0; m < n * k; ++m) total[m] += scratch[m];
   }
-  return total;
 }
 
 // Per-center pass of the backward: dL/dθ_j = Σ_i S[i,j] dL/dμ̃_i,
@@ -631,30 +634,35 @@ template <typename T>
 void SoftAssignmentBackward(const SoftAssignmentInputs<T>& in,
                             const SoftAssignmentUpstream<T>& upstream,
                             const SoftAssignmentGradients<T>& out,
-                            const ParallelFor& parallel_for) {
+                            T* workspace, const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k;
   const ClusterTable<T> table = MakeClusterTable(in.mixers, k);
-  std::vector<T> assignments(static_cast<size_t>(n * k));
-  std::vector<T> logit_grads(static_cast<size_t>(n * k));
-  std::vector<T> alpha_terms(static_cast<size_t>(n));
+  // The layout SoftAssignmentBackwardCpuWorkspaceSize counts.
+  T* assignments = workspace;
+  T* logit_grads = assignments + n * k;
+  T* through_outputs = logit_grads + n * k;
+  T* alpha_terms = through_outputs + n * k;
+  T* through_covariances = alpha_terms + n;
 
   const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
   parallel_for(units, 20 * k * kRowsPerUnit, [&](int64_t b, int64_t e) {
     const int64_t row_end = std::min(n, e * kRowsPerUnit);
     for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
       SoftmaxRow(in.distance + i * k, in.alpha, table, k,
-                 assignments.data() + i * k);
+                 assignments + i * k);
     }
   });
 
-  const bool dense = IsDense(assignments.data(), n, k);
-  std::vector<T> through_outputs;
-  if (dense) through_outputs = GradientThroughOutputs(in, upstream, parallel_for);
-  BackwardRows(in, upstream, table, assignments.data(),
-               dense ? through_outputs.data() : nullptr, logit_grads.data(),
-               out.distance, alpha_terms.data(), parallel_for);
-  BackwardCenters(in, upstream, out, assignments.data(), logit_grads.data(),
-                  dense, parallel_for);
+  const bool dense = IsDense(assignments, n, k);
+  if (dense) {
+    GradientThroughOutputs(in, upstream, through_outputs, through_covariances,
+                           parallel_for);
+  }
+  BackwardRows(in, upstream, table, assignments,
+               dense ? through_outputs : nullptr, logit_grads, out.distance,
+               alpha_terms, parallel_for);
+  BackwardCenters(in, upstream, out, assignments, logit_grads, dense,
+                  parallel_for);
 
   // dz/dα = -D.
   T alpha_grad = T(0);
@@ -672,10 +680,10 @@ template void SoftAssignmentForward<double>(
     const ParallelFor&);
 template void SoftAssignmentBackward<float>(
     const SoftAssignmentInputs<float>&, const SoftAssignmentUpstream<float>&,
-    const SoftAssignmentGradients<float>&, const ParallelFor&);
+    const SoftAssignmentGradients<float>&, float*, const ParallelFor&);
 template void SoftAssignmentBackward<double>(
     const SoftAssignmentInputs<double>&, const SoftAssignmentUpstream<double>&,
-    const SoftAssignmentGradients<double>&, const ParallelFor&);
+    const SoftAssignmentGradients<double>&, double*, const ParallelFor&);
 
 }  // namespace DMAE_CPU_ISA
 }  // namespace cpu
