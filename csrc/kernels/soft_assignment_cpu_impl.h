@@ -3,10 +3,12 @@
 // (soft_assignment_cpu_<isa>.cc) inside the namespace DMAE_CPU_ISA, and
 // soft_assignment_cpu_dispatch.cc picks one at run time.
 //
-// Every sum runs in index order with floating-point contraction off
-// (CMakeLists.txt), and every inner loop runs over contiguous features or
-// over centers, never across the summation index, so the compiler may
-// vectorize it without changing a single bit. The products with S take one
+// Floating-point contraction is off (CMakeLists.txt). Every sum over rows
+// or features runs in index order, and every inner loop runs over contiguous
+// features or over centers, never across the summation index, so the
+// compiler may vectorize it without changing a single bit. A sum over the k
+// clusters of one row runs per Vector lane and then over the lanes in order
+// (SumLanes), so its bits depend on k but not on the thread count. The products with S take one
 // of two paths, chosen by the share of nonzero entries in S (IsDense). A
 // dense S goes through the packed product of gemm_cpu.h. A sparse S, as with
 // the large α of training where most rows are one-hot, goes through loops
@@ -198,11 +200,10 @@ T SumWhereNonzero(const T* s, const T* w, int64_t k) {
   return SumLanes<T>(lanes);
 }
 
-// Writes one row of S from one row of D. The max and the sum run over
-// Vector lanes (lane c takes the clusters j ≡ c modulo the lane count) and
-// then over the lanes in order, so a row's bits depend on k alone, never on
-// the thread count. S = e / Σe is computed as e · (1 / Σe), one division per
-// row instead of one per entry.
+// Writes one row of S from one row of D. The max and the sum run per Vector
+// lane, where lane c takes the clusters j ≡ c modulo the lane count, and then
+// over the lanes in order. S = e / Σe is computed as e · (1 / Σe), so a row
+// costs one division instead of k.
 template <typename T>
 void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
                 int64_t k, T* assignments) {
@@ -216,8 +217,8 @@ void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
     assignments[j] = Logit(distance[j], alpha, table.log_weight[j]);
   }
 
-  // An inactive cluster takes no part in the max: its logit is replaced by
-  // an active one first (the max is exact, so which one does not matter).
+  // An inactive cluster takes no part in the max, so its logit is replaced
+  // by an active one first. The max is exact, so which one does not matter.
   if (!table.all_active) {
     for (int64_t j = 0; j < k; ++j) {
       if (!table.active[j]) assignments[j] = assignments[table.first_active];
