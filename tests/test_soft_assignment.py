@@ -114,6 +114,7 @@ def test_inactive_clusters_in_vector_lanes(dtype):
     mixers = inputs["mixers"].numpy()
     mixers[[0, 9, 18]] = [0.0, -0.5, 0.0]
     inputs["mixers"] = tf.constant(mixers, dtype)
+
     fused = ops.soft_assignment(**inputs)
     expected = reference.soft_assignment(**inputs)
     s = fused[0].numpy()
@@ -126,6 +127,7 @@ def test_inactive_clusters_in_vector_lanes(dtype):
         np.testing.assert_allclose(
             *as_numpy([got, want]), rtol=rtol, atol=atol, err_msg=name
         )
+
     fused_grads = gradients(ops.soft_assignment, inputs)
     expected_grads = gradients(reference.soft_assignment, inputs)
     assert np.all(fused_grads["distance"].numpy()[:, [0, 9, 18]] == 0.0)
