@@ -302,8 +302,8 @@ class SoftAssignmentGradOp : public OpKernel {
     SoftAssignmentGradients<ComputeType<T>> out{
         out_d.data(), out_c.data(), out_m.data(), out_a.data(),
         with_covariances_ ? out_cov.data() : nullptr};
-    // TensorFlow's allocator reuses freed blocks, where a fresh heap block
-    // of this size would be page-faulted in on every call.
+    // The n×k intermediates come from TensorFlow's allocator, as the outputs
+    // do. GemmCpu still packs its operands into buffers of its own.
     Tensor workspace;
     OP_REQUIRES_OK(
         context,
