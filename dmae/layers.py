@@ -37,14 +37,18 @@ import tensorflow as tf
 
 from dmae import dissimilarities, ops
 
-# The soft assignment the layers run (see ops.soft_assignment). With
-# benchmarks/soft_assignment.py (float32, forward + backward, TensorFlow 2.21
-# on a 2-core AMD EPYC shared with other jobs), the pure-TF version used 0.6
-# to 0.9 times the CPU time of the fused op at every n×k×d tried, from
-# 256×10×10 to 4096×100×256. The fused op's matrix products match TF's
-# matmul, but its backward recomputes S and its other passes are slower.
-# NOTE: those timings varied by ±30% between runs; rerun the benchmark on a
-# quiet machine before changing this.
+# The soft assignment the layers run (see ops.soft_assignment). The fused and
+# reference steps of benchmarks/soft_assignment.py were timed interleaved in
+# one process (float32, forward + backward, one intra-op and one inter-op
+# thread, TensorFlow 2.21, a 2-core AMD EPYC shared with other jobs). The
+# reference used 0.76 to 0.80 times the CPU time of the fused op at
+# 4096×100×256 and 0.99 to 1.03 times at 256×10×10. At the large shape, the
+# three matrix products take most of the time in both. A perf profile put the
+# fused op's packed products at about 1.5 times the CPU time of the oneDNN
+# matmuls that the reference runs.
+# NOTE: the fused op does not win at either shape yet, and these timings
+# varied by ±30% between runs. Rerun the benchmark on a quiet machine before
+# changing this.
 SOFT_ASSIGNMENT_IMPLEMENTATION = "reference"
 
 _FUNCTION_NAMES = {fn: name for name, fn in dissimilarities.DISSIMILARITIES.items()}

@@ -105,6 +105,43 @@ def test_gradients_match_reference(shape, dtype, covariances):
         )
 
 
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda t: t.name)
+def test_inactive_clusters_in_vector_lanes(dtype):
+    # k = 19 fills whole vectors (8 float or 4 double lanes) and a partial
+    # last one. Clusters 0, 9 and 18 have weight <= 0, so the first active
+    # cluster is not cluster 0 and the partial vector masks one lane.
+    inputs = make_inputs(9, 19, 5, dtype=dtype)
+    mixers = inputs["mixers"].numpy()
+    mixers[[0, 9, 18]] = [0.0, -0.5, 0.0]
+    inputs["mixers"] = tf.constant(mixers, dtype)
+
+    fused = ops.soft_assignment(**inputs)
+    expected = reference.soft_assignment(**inputs)
+    s = fused[0].numpy()
+    assert np.all(s[:, [0, 9, 18]] == 0.0)
+    np.testing.assert_allclose(s.sum(axis=1), 1.0, rtol=1e-6)
+    rtol, atol = TOLERANCE[dtype]
+    for name, got, want in zip(
+        ("S", "centers", "mixers"), fused, expected, strict=True
+    ):
+        np.testing.assert_allclose(
+            *as_numpy([got, want]), rtol=rtol, atol=atol, err_msg=name
+        )
+
+    fused_grads = gradients(ops.soft_assignment, inputs)
+    expected_grads = gradients(reference.soft_assignment, inputs)
+    assert np.all(fused_grads["distance"].numpy()[:, [0, 9, 18]] == 0.0)
+    for name in inputs:
+        got, want = as_numpy([fused_grads[name], expected_grads[name]])
+        np.testing.assert_allclose(
+            got,
+            want,
+            rtol=10 * rtol,
+            atol=10 * atol * max(1.0, np.abs(want).max()),
+            err_msg=name,
+        )
+
+
 # With a dense S, μ̃, Σ̃ and the backward products run on the packed matrix
 # product. These sizes are not multiples of its 6-row × 16-column
 # micro-tile. n = 300 takes Sᵀ dμ̃ past one 256-step slice of the depth, and

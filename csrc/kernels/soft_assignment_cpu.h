@@ -9,6 +9,8 @@
 // Backward: given the gradients of the four outputs, dL/dD, dL/dθ, dL/dπ,
 // dL/dα and dL/dΣ. It recomputes S from D, π and α with the forward's own
 // operations (bit-identical S), so nothing n×k is kept between the passes.
+// Its n×k intermediates live in a workspace from the caller, so a framework
+// can hand out memory it reuses between calls.
 //
 // All arrays are dense and row-major; the caller validates shapes first
 // (soft_assignment.h). Work is split into units whose boundaries do not
@@ -69,11 +71,20 @@ void SoftAssignmentForwardCpu(const SoftAssignmentInputs<T>& in,
                               const SoftAssignmentOutputs<T>& out,
                               const ParallelFor& parallel_for);
 
+// Elements of T in the backward's workspace: S, dL/dz and dL/dS through
+// the outputs (n×k each, plus one more n×k with covariances) and n row sums.
+inline int64_t SoftAssignmentBackwardCpuWorkspaceSize(int64_t n, int64_t k,
+                                                      bool with_covariances) {
+  return (with_covariances ? 4 : 3) * n * k + n;
+}
+
+// `workspace` holds SoftAssignmentBackwardCpuWorkspaceSize elements; its
+// contents on entry do not matter.
 template <typename T>
 void SoftAssignmentBackwardCpu(const SoftAssignmentInputs<T>& in,
                                const SoftAssignmentUpstream<T>& upstream,
                                const SoftAssignmentGradients<T>& out,
-                               const ParallelFor& parallel_for);
+                               T* workspace, const ParallelFor& parallel_for);
 
 }  // namespace dmae
 

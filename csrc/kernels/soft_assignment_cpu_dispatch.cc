@@ -15,7 +15,7 @@ namespace cpu {
   template <typename T>                                                \
   void SoftAssignmentBackward(const SoftAssignmentInputs<T>&,          \
                               const SoftAssignmentUpstream<T>&,        \
-                              const SoftAssignmentGradients<T>&,       \
+                              const SoftAssignmentGradients<T>&, T*,   \
                               const ParallelFor&);                     \
   }
 DMAE_DECLARE_ISA(baseline)
@@ -43,17 +43,17 @@ template <typename T>
 void SoftAssignmentBackwardCpu(const SoftAssignmentInputs<T>& in,
                                const SoftAssignmentUpstream<T>& upstream,
                                const SoftAssignmentGradients<T>& out,
-                               const ParallelFor& parallel_for) {
+                               T* workspace, const ParallelFor& parallel_for) {
   switch (cpu::CachedIsa()) {
     case cpu::Isa::kAvx512:
-      return cpu::avx512::SoftAssignmentBackward(in, upstream, out,
+      return cpu::avx512::SoftAssignmentBackward(in, upstream, out, workspace,
                                                  parallel_for);
     case cpu::Isa::kAvx2:
-      return cpu::avx2::SoftAssignmentBackward(in, upstream, out,
+      return cpu::avx2::SoftAssignmentBackward(in, upstream, out, workspace,
                                                parallel_for);
     default:
       return cpu::baseline::SoftAssignmentBackward(in, upstream, out,
-                                                   parallel_for);
+                                                   workspace, parallel_for);
   }
 }
 
@@ -65,9 +65,10 @@ template void SoftAssignmentForwardCpu<double>(
     const ParallelFor&);
 template void SoftAssignmentBackwardCpu<float>(
     const SoftAssignmentInputs<float>&, const SoftAssignmentUpstream<float>&,
-    const SoftAssignmentGradients<float>&, const ParallelFor&);
+    const SoftAssignmentGradients<float>&, float*, const ParallelFor&);
 template void SoftAssignmentBackwardCpu<double>(
     const SoftAssignmentInputs<double>&, const SoftAssignmentUpstream<double>&,
-    const SoftAssignmentGradients<double>&, const ParallelFor&);
+    const SoftAssignmentGradients<double>&, double*,
+    const ParallelFor&);
 
 }  // namespace dmae

@@ -3,10 +3,12 @@
 // (soft_assignment_cpu_<isa>.cc) inside the namespace DMAE_CPU_ISA, and
 // soft_assignment_cpu_dispatch.cc picks one at run time.
 //
-// Every sum runs in index order with floating-point contraction off
-// (CMakeLists.txt), and every inner loop runs over contiguous features or
-// over centers, never across the summation index, so the compiler may
-// vectorize it without changing a single bit. The products with S take one
+// Floating-point contraction is off (CMakeLists.txt). Every sum over rows
+// or features runs in index order, and every inner loop runs over contiguous
+// features or over centers, never across the summation index, so the
+// compiler may vectorize it without changing a single bit. A sum over the k
+// clusters of one row runs per Vector lane and then over the lanes in order
+// (SumLanes), so its bits depend on k but not on the thread count. The products with S take one
 // of two paths, chosen by the share of nonzero entries in S (IsDense). A
 // dense S goes through the packed product of gemm_cpu.h. A sparse S, as with
 // the large α of training where most rows are one-hot, goes through loops
@@ -42,7 +44,11 @@ constexpr int64_t kCentersPerUnit = 16;
 // Per-cluster constants of the softmax.
 template <typename T>
 struct ClusterTable {
+  bool all_active;
+  int64_t first_active;
   std::vector<char> active;
+  // 1 for an active cluster, else 0, padded with 0 to a whole Vector.
+  std::vector<T> active_mask;
   std::vector<T> log_weight;       // log π_j of active clusters, else 0
   std::vector<T> positive_weight;  // π⁺_j
 };
@@ -52,12 +58,18 @@ ClusterTable<T> MakeClusterTable(const T* mixers, int64_t k) {
   bool any_positive = false;
   for (int64_t j = 0; j < k; ++j) any_positive |= mixers[j] > T(0);
   ClusterTable<T> table;
+  table.all_active = true;
+  table.first_active = -1;
   table.active.resize(static_cast<size_t>(k));
+  table.active_mask.assign(static_cast<size_t>(k + 8), T(0));
   table.log_weight.resize(static_cast<size_t>(k));
   table.positive_weight.resize(static_cast<size_t>(k));
   for (int64_t j = 0; j < k; ++j) {
     const bool active = IsActiveCluster(mixers[j], any_positive);
     table.active[j] = active;
+    table.active_mask[j] = active ? T(1) : T(0);
+    table.all_active &= active;
+    if (active && table.first_active < 0) table.first_active = j;
     table.log_weight[j] = active ? LogWeight(mixers[j], any_positive) : T(0);
     table.positive_weight[j] = PositiveWeight(mixers[j]);
   }
@@ -142,50 +154,118 @@ inline Vector<double>::type ExpLanes(Vector<double>::type x) {
   return x < kMin ? V{} : result;
 }
 
-// Writes one row of S from one row of D.
+// The first `lanes` values of `row` as a Vector, the other lanes set to
+// `pad`.
+template <typename T>
+typename Vector<T>::type LoadPartial(const T* row, int64_t lanes, T pad) {
+  using V = typename Vector<T>::type;
+  V v = V{} + pad;
+  for (int64_t c = 0; c < lanes; ++c) v[c] = row[c];
+  return v;
+}
+
+template <typename T>
+void StorePartial(typename Vector<T>::type v, int64_t lanes, T* row) {
+  for (int64_t c = 0; c < lanes; ++c) row[c] = v[c];
+}
+
+// The lanes of v summed in lane order, so the result depends only on v.
+template <typename T>
+T SumLanes(typename Vector<T>::type v) {
+  T sum = v[0];
+  for (int c = 1; c < Vector<T>::kLanes; ++c) sum += v[c];
+  return sum;
+}
+
+// Σ_j s[j]·w[j] over the j where s[j] is not 0, summed per lane and then
+// over the lanes in order. Entries where s is 0 are left out by a select,
+// not multiplied by 0, so an infinite w there cannot turn into NaN.
+template <typename T>
+T SumWhereNonzero(const T* s, const T* w, int64_t k) {
+  using V = typename Vector<T>::type;
+  using U = typename Vector<T>::unaligned;
+  constexpr int kLanes = Vector<T>::kLanes;
+  const int64_t full = k - k % kLanes;
+  V lanes = V{};
+  for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
+    const V sv = *reinterpret_cast<const U*>(s + j0);
+    const V wv = *reinterpret_cast<const U*>(w + j0);
+    lanes += sv != 0 ? sv * wv : V{};
+  }
+  if (full < k) {
+    const V sv = LoadPartial(s + full, k - full, T(0));
+    const V wv = LoadPartial(w + full, k - full, T(0));
+    lanes += sv != 0 ? sv * wv : V{};
+  }
+  return SumLanes<T>(lanes);
+}
+
+// Writes one row of S from one row of D. The max and the sum run per Vector
+// lane, where lane c takes the clusters j ≡ c modulo the lane count, and then
+// over the lanes in order. S = e / Σe is computed as e · (1 / Σe), so a row
+// costs one division instead of k.
 template <typename T>
 void SoftmaxRow(const T* distance, T alpha, const ClusterTable<T>& table,
                 int64_t k, T* assignments) {
+  if (k == 0) return;
   using V = typename Vector<T>::type;
-  constexpr int kLanes = Vector<T>::kLanes;
-  bool found = false;
-  T max_logit = T(0);
-  for (int64_t j = 0; j < k; ++j) {
-    if (!table.active[j]) continue;
-    const T z = Logit(distance[j], alpha, table.log_weight[j]);
-    assignments[j] = z;
-    if (!found || z > max_logit) max_logit = z;
-    found = true;
-  }
-  // An inactive cluster gets exp(0) here and 0 below, so no lane reads an
-  // uninitialized value. A partial last vector is padded the same way.
-  for (int64_t j = 0; j < k; ++j) {
-    if (!table.active[j]) assignments[j] = max_logit;
-  }
   using U = typename Vector<T>::unaligned;
-  int64_t j0 = 0;
-  for (; j0 + kLanes <= k; j0 += kLanes) {
-    U* chunk = reinterpret_cast<U*>(assignments + j0);
-    *chunk = ExpLanes(V(*chunk) - max_logit);
-  }
-  if (j0 < k) {
-    const int64_t lanes = k - j0;
-    T values[kLanes];
-    for (int c = 0; c < kLanes; ++c) {
-      values[c] = (c < lanes ? assignments[j0 + c] : max_logit) - max_logit;
-    }
-    V v;
-    std::memcpy(&v, values, sizeof(v));
-    v = ExpLanes(v);
-    std::memcpy(values, &v, sizeof(v));
-    for (int64_t c = 0; c < lanes; ++c) assignments[j0 + c] = values[c];
-  }
-  T sum = T(0);
+  constexpr int kLanes = Vector<T>::kLanes;
+  const int64_t full = k - k % kLanes;
+  const int64_t tail = k - full;
   for (int64_t j = 0; j < k; ++j) {
-    if (!table.active[j]) assignments[j] = T(0);
-    sum += assignments[j];
+    assignments[j] = Logit(distance[j], alpha, table.log_weight[j]);
   }
-  for (int64_t j = 0; j < k; ++j) assignments[j] = assignments[j] / sum;
+
+  // An inactive cluster takes no part in the max, so its logit is replaced
+  // by an active one first. The max is exact, so which one does not matter.
+  if (!table.all_active) {
+    for (int64_t j = 0; j < k; ++j) {
+      if (!table.active[j]) assignments[j] = assignments[table.first_active];
+    }
+  }
+  const T first = assignments[0];
+  V max_lanes = V{} + first;
+  for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
+    const V z = *reinterpret_cast<const U*>(assignments + j0);
+    max_lanes = z > max_lanes ? z : max_lanes;
+  }
+  if (tail > 0) {
+    const V z = LoadPartial(assignments + full, tail, first);
+    max_lanes = z > max_lanes ? z : max_lanes;
+  }
+  T max_logit = max_lanes[0];
+  for (int c = 1; c < kLanes; ++c) {
+    if (max_lanes[c] > max_logit) max_logit = max_lanes[c];
+  }
+
+  // Inactive clusters get 0 here. exp(z - max) <= 1, and the max term adds
+  // exactly 1, so the sum is in [1, k].
+  V sum_lanes = V{};
+  for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
+    U* chunk = reinterpret_cast<U*>(assignments + j0);
+    V e = ExpLanes(V(*chunk) - max_logit);
+    if (!table.all_active) {
+      e = *reinterpret_cast<const U*>(table.active_mask.data() + j0) != 0
+              ? e
+              : V{};
+    }
+    *chunk = e;
+    sum_lanes += e;
+  }
+  if (tail > 0) {
+    V e = ExpLanes(LoadPartial(assignments + full, tail, max_logit) - max_logit);
+    const V mask = LoadPartial(table.active_mask.data() + full, tail, T(0));
+    e = mask != 0 ? e : V{};
+    StorePartial(e, tail, assignments + full);
+    sum_lanes += e;
+  }
+  const V reciprocal = V{} + T(1) / SumLanes<T>(sum_lanes);
+  for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
+    U* chunk = reinterpret_cast<U*>(assignments + j0);
+    *chunk = V(*chunk) * reciprocal;
+  }
+  for (int64_t j = full; j < k; ++j) assignments[j] *= reciprocal[0];
 }
 
 // Full tile: exactly kTileCols columns.
@@ -332,11 +412,7 @@ void SoftAssignmentForward(const SoftAssignmentInputs<T>& in,
     for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
       T* s = out.assignments + i * k;
       SoftmaxRow(in.distance + i * k, in.alpha, table, k, s);
-      T mixer = T(0);
-      for (int64_t j = 0; j < k; ++j) {
-        if (s[j] != T(0)) mixer += s[j] * table.positive_weight[j];
-      }
-      out.soft_mixers[i] = mixer;
+      out.soft_mixers[i] = SumWhereNonzero(s, table.positive_weight.data(), k);
     }
   });
 
@@ -389,15 +465,23 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
   }
 
   parallel_for(units, cost_per_row * kRowsPerUnit, [&](int64_t b, int64_t e) {
+    using V = typename Vector<T>::type;
+    using U = typename Vector<T>::unaligned;
+    constexpr int kLanes = Vector<T>::kLanes;
+    const int64_t full = k - k % kLanes;
+    const int64_t tail = k - full;
     std::vector<T> total(static_cast<size_t>(k));
     const int64_t row_end = std::min(n, e * kRowsPerUnit);
     for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
       const T* si = assignments + i * k;
       T* ti = total.data();
+      const T* through = ti;
       if (through_outputs != nullptr) {
-        std::copy(through_outputs + i * k, through_outputs + (i + 1) * k, ti);
+        through = through_outputs + i * k;
       } else {
+        // Entries where S is 0 get 0, so the lanes below see finite values.
         for (int64_t j = 0; j < k; ++j) {
+          ti[j] = T(0);
           if (si[j] == T(0)) continue;
           T value = DotSparse(up.soft_centers + i * d, in.centers + j * d, d);
           if (with_covariances) {
@@ -407,50 +491,62 @@ void BackwardRows(const SoftAssignmentInputs<T>& in,
           ti[j] = value;
         }
       }
-
-      T mean = T(0);
+      const T* gs = up.assignments + i * k;
+      const T soft_mixer_grad = up.soft_mixers[i];
       for (int64_t j = 0; j < k; ++j) {
-        if (si[j] == T(0)) continue;
-        ti[j] += up.assignments[i * k + j] +
-                 up.soft_mixers[i] * table.positive_weight[j];
-        mean += si[j] * ti[j];
+        ti[j] = through[j] + (gs[j] + soft_mixer_grad * table.positive_weight[j]);
       }
+
+      // Entries where S is 0 are left out by selects, as in
+      // SumWhereNonzero, and the sums run per lane in the same way.
+      const T mean = SumWhereNonzero(si, ti, k);
+
       const T* dist = in.distance + i * k;
       T* gz = logit_grads + i * k;
       T* gd = grad_distance + i * k;
-      T alpha_term = T(0);
-      for (int64_t j = 0; j < k; ++j) {
-        if (si[j] == T(0)) {
-          gz[j] = T(0);
-          gd[j] = T(0);
-          continue;
-        }
-        gz[j] = LogitGradient(si[j], ti[j], mean);
-        gd[j] = -in.alpha * gz[j];
-        alpha_term += gz[j] * dist[j];
+      const T minus_alpha = -in.alpha;
+      V alpha_lanes = V{};
+      auto chunk = [&](V s, V t, V distance, V* logit_grad, V* distance_grad) {
+        const V z = s * (t - mean);
+        *logit_grad = s != 0 ? z : V{};
+        *distance_grad = s != 0 ? minus_alpha * z : V{};
+        alpha_lanes += s != 0 ? z * distance : V{};
+      };
+      for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
+        V z, g;
+        chunk(*reinterpret_cast<const U*>(si + j0),
+              *reinterpret_cast<const U*>(ti + j0),
+              *reinterpret_cast<const U*>(dist + j0), &z, &g);
+        *reinterpret_cast<U*>(gz + j0) = z;
+        *reinterpret_cast<U*>(gd + j0) = g;
       }
-      alpha_terms[i] = alpha_term;
+      if (tail > 0) {
+        V z, g;
+        chunk(LoadPartial(si + full, tail, T(0)),
+              LoadPartial(ti + full, tail, T(0)),
+              LoadPartial(dist + full, tail, T(0)), &z, &g);
+        StorePartial(z, tail, gz + full);
+        StorePartial(g, tail, gd + full);
+      }
+      alpha_terms[i] = SumLanes<T>(alpha_lanes);
     }
   });
 }
 
-// dL/dS through μ̃ and Σ̃ for every entry: dμ̃ θᵀ + dΣ̃ Σᵀ (n×k).
+// Writes dL/dS through μ̃ and Σ̃ for every entry, dμ̃ θᵀ + dΣ̃ Σᵀ (n×k), to
+// `total`. With covariances, `scratch` takes the second product (n×k).
 template <typename T>
-std::vector<T> GradientThroughOutputs(const SoftAssignmentInputs<T>& in,
-                                      const SoftAssignmentUpstream<T>& up,
-                                      const ParallelFor& parallel_for) {
+void GradientThroughOutputs(const SoftAssignmentInputs<T>& in,
+                            const SoftAssignmentUpstream<T>& up, T* total,
+                            T* scratch, const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d, dd = d * d;
-  std::vector<T> total(static_cast<size_t>(n * k));
   GemmCpu(n, k, d, RowMajor(up.soft_centers, d), Transposed(in.centers, d),
-          total.data(), k, parallel_for);
+          total, k, parallel_for);
   if (in.covariances != nullptr) {
-    std::vector<T> through_covariances(static_cast<size_t>(n * k));
     GemmCpu(n, k, dd, RowMajor(up.soft_covariances, dd),
-            Transposed(in.covariances, dd), through_covariances.data(), k,
-            parallel_for);
-    for (int64_t m = 0; m < n * k; ++m) total[m] += through_covariances[m];
+            Transposed(in.covariances, dd), scratch, k, parallel_for);
+    for (int64_t m = 0; m < n * k; ++m) total[m] += scratch[m];
   }
-  return total;
 }
 
 // Per-center pass of the backward: dL/dθ_j = Σ_i S[i,j] dL/dμ̃_i,
@@ -503,12 +599,24 @@ void BackwardCenters(const SoftAssignmentInputs<T>& in,
       const int64_t centers = std::min(kCentersPerUnit, k - j0);
       std::fill(mixer_terms, mixer_terms + centers, T(0));
       std::fill(logit_terms, logit_terms + centers, T(0));
+      // dL/dz is 0 wherever S is 0, so only the π̃ term needs the select.
+      // Each center's sums still run over i in order.
       for (int64_t i = 0; i < n; ++i) {
         const T* si = assignments + i * k + j0;
         const T* gz = logit_grads + i * k + j0;
+        const T soft_mixer_grad = up.soft_mixers[i];
+        if (centers == kCentersPerUnit) {
+          for (int64_t c = 0; c < kCentersPerUnit; ++c) {
+            const T term = soft_mixer_grad * si[c];
+            mixer_terms[c] = si[c] != T(0) ? mixer_terms[c] + term
+                                           : mixer_terms[c];
+            logit_terms[c] += gz[c];
+          }
+          continue;
+        }
         for (int64_t c = 0; c < centers; ++c) {
           if (si[c] == T(0)) continue;
-          mixer_terms[c] += up.soft_mixers[i] * si[c];
+          mixer_terms[c] += soft_mixer_grad * si[c];
           logit_terms[c] += gz[c];
         }
       }
@@ -527,30 +635,35 @@ template <typename T>
 void SoftAssignmentBackward(const SoftAssignmentInputs<T>& in,
                             const SoftAssignmentUpstream<T>& upstream,
                             const SoftAssignmentGradients<T>& out,
-                            const ParallelFor& parallel_for) {
+                            T* workspace, const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k;
   const ClusterTable<T> table = MakeClusterTable(in.mixers, k);
-  std::vector<T> assignments(static_cast<size_t>(n * k));
-  std::vector<T> logit_grads(static_cast<size_t>(n * k));
-  std::vector<T> alpha_terms(static_cast<size_t>(n));
+  // The layout SoftAssignmentBackwardCpuWorkspaceSize counts.
+  T* assignments = workspace;
+  T* logit_grads = assignments + n * k;
+  T* through_outputs = logit_grads + n * k;
+  T* alpha_terms = through_outputs + n * k;
+  T* through_covariances = alpha_terms + n;
 
   const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
   parallel_for(units, 20 * k * kRowsPerUnit, [&](int64_t b, int64_t e) {
     const int64_t row_end = std::min(n, e * kRowsPerUnit);
     for (int64_t i = b * kRowsPerUnit; i < row_end; ++i) {
       SoftmaxRow(in.distance + i * k, in.alpha, table, k,
-                 assignments.data() + i * k);
+                 assignments + i * k);
     }
   });
 
-  const bool dense = IsDense(assignments.data(), n, k);
-  std::vector<T> through_outputs;
-  if (dense) through_outputs = GradientThroughOutputs(in, upstream, parallel_for);
-  BackwardRows(in, upstream, table, assignments.data(),
-               dense ? through_outputs.data() : nullptr, logit_grads.data(),
-               out.distance, alpha_terms.data(), parallel_for);
-  BackwardCenters(in, upstream, out, assignments.data(), logit_grads.data(),
-                  dense, parallel_for);
+  const bool dense = IsDense(assignments, n, k);
+  if (dense) {
+    GradientThroughOutputs(in, upstream, through_outputs, through_covariances,
+                           parallel_for);
+  }
+  BackwardRows(in, upstream, table, assignments,
+               dense ? through_outputs : nullptr, logit_grads, out.distance,
+               alpha_terms, parallel_for);
+  BackwardCenters(in, upstream, out, assignments, logit_grads, dense,
+                  parallel_for);
 
   // dz/dα = -D.
   T alpha_grad = T(0);
@@ -568,10 +681,10 @@ template void SoftAssignmentForward<double>(
     const ParallelFor&);
 template void SoftAssignmentBackward<float>(
     const SoftAssignmentInputs<float>&, const SoftAssignmentUpstream<float>&,
-    const SoftAssignmentGradients<float>&, const ParallelFor&);
+    const SoftAssignmentGradients<float>&, float*, const ParallelFor&);
 template void SoftAssignmentBackward<double>(
     const SoftAssignmentInputs<double>&, const SoftAssignmentUpstream<double>&,
-    const SoftAssignmentGradients<double>&, const ParallelFor&);
+    const SoftAssignmentGradients<double>&, double*, const ParallelFor&);
 
 }  // namespace DMAE_CPU_ISA
 }  // namespace cpu

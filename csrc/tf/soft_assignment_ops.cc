@@ -302,7 +302,19 @@ class SoftAssignmentGradOp : public OpKernel {
     SoftAssignmentGradients<ComputeType<T>> out{
         out_d.data(), out_c.data(), out_m.data(), out_a.data(),
         with_covariances_ ? out_cov.data() : nullptr};
-    SoftAssignmentBackwardCpu(in, upstream, out, IntraOpParallelFor(context));
+    // The n×k intermediates come from TensorFlow's allocator, as the outputs
+    // do. GemmCpu still packs its operands into buffers of its own.
+    Tensor workspace;
+    OP_REQUIRES_OK(
+        context,
+        context->allocate_temp(
+            tensorflow::DataTypeToEnum<ComputeType<T>>::value,
+            TensorShape({SoftAssignmentBackwardCpuWorkspaceSize(
+                in.n, in.k, with_covariances_)}),
+            &workspace));
+    SoftAssignmentBackwardCpu(in, upstream, out,
+                              workspace.flat<ComputeType<T>>().data(),
+                              IntraOpParallelFor(context));
     out_d.Commit();
     out_c.Commit();
     out_m.Commit();
