@@ -89,6 +89,49 @@ def test_gradient_matches_reference(kind, dtype, shape):
         assert_close(got, want, tolerance_dtype, f"d/d{name} of {kind}")
 
 
+# The euclidean and squared euclidean backward keeps 4 rows × 2 vectors of
+# a gradient in registers and walks the other side 128 rows at a time. 300
+# rows and 130 centers span several such tiles in dL/dy and dL/dx, and
+# d = 35 leaves whole chunks, a single vector and lone features in float32
+# and float64. Manhattan runs the same cases on the unblocked loop.
+@pytest.mark.parametrize("dtype", (tf.float64, tf.float32), ids=lambda t: t.name)
+@pytest.mark.parametrize("shape", [(300, 7, 35), (6, 130, 35)], ids=str)
+@pytest.mark.parametrize("kind", ("euclidean", "squared_euclidean", "manhattan"))
+def test_difference_gradients_span_tiles(kind, dtype, shape):
+    n, k, d = shape
+    x, y, _ = make_inputs(kind, n, k, d, seed=5)
+    # Row 2 repeats center 1: a zero distance, so a zero euclidean weight.
+    x[2] = y[1]
+    g = np.random.default_rng(6).normal(size=(n, k))
+    # Zero upstream gradients in one block of rows and one block of
+    # centers take the path that skips pairs of weight 0.
+    g[4, :] = 0.0
+    g[:, 5] = 0.0
+    g[7 % n, 3] = 0.0
+    xt, yt, _ = as_tensors(x, y, None, dtype)
+    x64, y64 = tf.cast(xt, tf.float64), tf.cast(yt, tf.float64)
+
+    def grads(fn, a, b):
+        with tf.GradientTape() as tape:
+            tape.watch([a, b])
+            loss = tf.reduce_sum(fn(a, b) * tf.constant(g, a.dtype))
+        return tape.gradient(loss, [a, b])
+
+    got = grads(lambda a, b: ops.pairwise_dissimilarity(a, b, kind), xt, yt)
+    want = grads(
+        lambda a, b: reference.pairwise_dissimilarity(
+            a, b, kind, reference_param(kind, None)
+        ),
+        x64,
+        y64,
+    )
+    for name, a, b in zip(("x", "y"), got, want, strict=True):
+        assert a.dtype == dtype
+        assert_close(a, b, dtype, f"d/d{name} of {kind} {shape}")
+    # Row 4 of x meets only zero gradients.
+    np.testing.assert_array_equal(got[0].numpy()[4], np.zeros(d))
+
+
 # Cosine and KL run on the packed matrix product. These sizes are not
 # multiples of its 6-row × 16-column micro-tile, and the larger ones span
 # several 48-row and 128-column blocks and a depth past one 256-step slice,
