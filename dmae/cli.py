@@ -10,6 +10,7 @@ input ends the command with one error line on stderr and exit status 2.
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -58,6 +59,15 @@ def _non_negative_float(text):
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, but is {text}")
+    return value
+
+
+def _minkowski_exponent(text):
+    value = float(text)
+    # The minkowski layer rejects p < 1, but only once the model is built.
+    # Checking here turns that into a usage error before any data is loaded.
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 1, but is {text}")
     return value
 
 
@@ -178,7 +188,10 @@ def build_parser():
         "pretraining (default: on for image data, which --no-augment turns off)",
     )
     model.add_argument(
-        "--p", type=float, default=2.0, help="exponent of minkowski (default: 2)"
+        "--p",
+        type=_minkowski_exponent,
+        default=2.0,
+        help="exponent of minkowski, a number >= 1 (default: 2)",
     )
     model.add_argument(
         "--interval",
@@ -364,12 +377,39 @@ def _prepare_output(args):
         output = Path("runs") / f"{name}-{args.dissimilarity}-seed{args.seed}-{stamp}"
     else:
         output = Path(args.output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if output.exists() and not output.is_dir():
+        raise InputError(
+            f"output folder {str(output)!r} exists and is a file; choose another "
+            "--output"
+        )
+    if output.exists() and any(output.iterdir()):
         raise InputError(
             f"output folder {str(output)!r} exists and is not empty; choose another "
             "--output"
         )
+    _check_output_parent(output)
     return output
+
+
+def _check_output_parent(output):
+    """Raise InputError unless the folder that will contain `output` can be made.
+
+    The outputs are written after training, so a bad path found only then
+    would throw the trained model away.
+    """
+    ancestor = output.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(
+            f"cannot create output folder {str(output)!r}: {str(ancestor)!r} is a "
+            "file; choose another --output"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(
+            f"cannot create output folder {str(output)!r}: {str(ancestor)!r} is not "
+            "writable; choose another --output"
+        )
 
 
 def _load_dataset(args):

@@ -130,9 +130,10 @@ def check(dataset):
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"data of dataset {dataset.name!r} is empty (shape {x.shape})")
-    if not np.issubdtype(x.dtype, np.number):
+    if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise ValueError(
-            f"data of dataset {dataset.name!r} must be numeric, but has dtype {x.dtype}"
+            f"data of dataset {dataset.name!r} must be real numbers, but has dtype "
+            f"{x.dtype}"
         )
     x = x.astype(np.float32)
     bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
@@ -214,8 +215,13 @@ def _read_npy(path):
 
 
 def _read_csv(path):
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row]
+    try:
+        with open(path, newline="") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"data file {str(path)!r} is not a UTF-8 text file: {error}"
+        ) from None
     if rows and not _is_numeric_row(rows[0]):
         rows = rows[1:]
     widths = {len(row) for row in rows}

@@ -527,8 +527,8 @@ class DeepDMAE:
             f"{max_attempts} seedings of the centers on the codes: the data has "
             "fewer distinct groups than the "
             f"{self.config['n_clusters']} clusters requested for dissimilarity "
-            f"{self.config['dissimilarity']!r}; lower --clusters or change "
-            "--dissimilarity or --alpha"
+            f"{self.config['dissimilarity']!r}; lower n_clusters (--clusters) or "
+            "change the dissimilarity or alpha"
         )
 
     def _seed_centers(self, codes, seed):

@@ -156,6 +156,10 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None, threads=
       [n, d, d] when covariances is given.
     """
     distance = _float_array(distance, "distance")
+    if np.ndim(alpha) != 0:
+        raise ValueError(
+            f"alpha must be a scalar (shape []), but has shape {list(np.shape(alpha))}"
+        )
     return _dmae_numpy.soft_assignment(
         distance,
         np.asarray(centers),

@@ -108,6 +108,14 @@ BAD_INPUTS = [
     (["--data", "{tmp}/few.npy"], r"set the number of clusters with --clusters"),
     (["--alpha", "-1"], r"argument --alpha: must be a number > 0, but is -1"),
     (["--dataset", "mnist"], r"pass --data-dir"),
+    (
+        ["--dissimilarity", "minkowski", "--p", "0"],
+        r"argument --p: must be a finite number >= 1, but is 0",
+    ),
+    (
+        ["--dissimilarity", "minkowski", "--p", "nan"],
+        r"argument --p: must be a finite number >= 1, but is nan",
+    ),
 ]
 
 
@@ -143,6 +151,27 @@ def test_output_not_empty(tmp_path, capsys):
     status, _, err = run_main(["cluster", *TINY, "--output", str(tmp_path)], capsys)
     assert status == 2
     assert "exists and is not empty" in error_lines(err)[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
+def test_output_is_file(tmp_path, capsys):
+    (tmp_path / "kept.txt").write_text("x")
+    output = tmp_path / "kept.txt"
+    status, _, err = run_main(["cluster", *TINY, "--output", str(output)], capsys)
+    assert status == 2
+    assert "exists and is a file" in error_lines(err)[0]
+    assert (tmp_path / "kept.txt").read_text() == "x"
+
+
+def test_output_below_file_rejected_before_training(tmp_path, capsys):
+    (tmp_path / "kept.txt").write_text("x")
+    output = tmp_path / "kept.txt" / "run"
+    status, out, err = run_main(["cluster", *TINY, "--output", str(output)], capsys)
+    assert status == 2
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    assert "kept.txt' is a file" in lines[0]
+    assert out == ""
     assert [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
 
 

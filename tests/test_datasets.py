@@ -187,6 +187,19 @@ def test_wrong_rank_rejected(tmp_path):
         datasets.load("file", tmp_path / "data.npy")
 
 
+def test_complex_data_rejected(tmp_path):
+    np.save(tmp_path / "data.npy", np.ones((4, 2)) + 1j)
+    pattern = r"must be real numbers, but has dtype complex"
+    with pytest.raises(ValueError, match=pattern):
+        datasets.load("file", tmp_path / "data.npy")
+
+
+def test_binary_csv_rejected(tmp_path):
+    (tmp_path / "data.csv").write_bytes(bytes(range(256)))
+    with pytest.raises(ValueError, match=r"data.csv' is not a UTF-8 text file"):
+        datasets.load("file", tmp_path / "data.csv")
+
+
 def test_labels_column_out_of_range(tmp_path):
     np.save(tmp_path / "data.npy", np.ones((3, 2)))
     with pytest.raises(ValueError, match="labels column 5 is out of range"):

@@ -109,8 +109,11 @@ def test_collapse_reported():
     with pytest.raises(
         ClusterCollapseError,
         match=r"clusters \[2\] stay empty or duplicate another center after 3",
-    ):
+    ) as error:
         model.fit(x, verbose=0)
+    # The hint names the Python argument too, because the estimator and
+    # DeepDMAE raise this error as well as the command.
+    assert "lower n_clusters (--clusters)" in str(error.value)
 
 
 def test_alpha_annealing_schedule():

@@ -454,3 +454,11 @@ def test_soft_assignment_rejects_mismatched_shapes():
         numpy_ops.soft_assignment(
             np.ones((2, 3)), np.ones((3, 2)), np.ones(3, np.float32), 1.0
         )
+
+
+def test_soft_assignment_rejects_array_alpha():
+    pattern = r"alpha must be a scalar \(shape \[\]\), but has shape \[1\]"
+    with pytest.raises(ValueError, match=pattern):
+        numpy_ops.soft_assignment(
+            np.ones((2, 3)), np.ones((3, 2)), np.ones(3), np.array([1.0])
+        )
