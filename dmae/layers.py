@@ -122,7 +122,16 @@ class _DissimilarityMixtureBase(keras.layers.Layer):
                 f"n_clusters must be an integer >= 1, but is {n_clusters!r}"
             )
         self.n_clusters = n_clusters
-        self._initial_alpha = float(alpha)
+        try:
+            initial_alpha = float(alpha)
+        except (TypeError, ValueError):
+            initial_alpha = float("nan")
+        # α ≤ 0 would favour the farthest centers; NaN and inf give NaN rows.
+        if not 0 < initial_alpha < float("inf"):
+            raise ValueError(
+                f"alpha must be a positive finite number, but is {alpha!r}"
+            )
+        self._initial_alpha = initial_alpha
         self.alpha = None
 
         self._weight_trainable = _merge("trainable", trainable, self._default_trainable)

@@ -500,3 +500,9 @@ def test_training_on_moons():
     before, after, accuracy = _train(X, y, "euclidean", 10.0, seed=0)
     assert after < 0.9 * before
     assert accuracy >= 0.8
+
+
+@pytest.mark.parametrize("alpha", [0.0, -1.0, float("nan"), float("inf"), "big"])
+def test_non_positive_alpha_raises_value_error(alpha):
+    with pytest.raises(ValueError, match=r"alpha must be a positive finite number"):
+        layers.DissimilarityMixtureEncoder(alpha, 3)
