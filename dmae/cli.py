@@ -13,12 +13,16 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 EXIT_INVALID_INPUT = 2
+# The shell's convention for a process stopped by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -278,6 +282,10 @@ def main(argv=None):
     logging.basicConfig(format="dmae: %(message)s", level=logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Python lets only the main thread install signal handlers.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous_handler = signal.signal(signal.SIGINT, _interrupted(args.command))
     try:
         if args.command == "info":
             return _info()
@@ -285,6 +293,33 @@ def main(argv=None):
     except InputError as error:
         print(f"dmae {args.command}: error: {error}", file=sys.stderr)
         return EXIT_INVALID_INPUT
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous_handler)
+
+
+# Staging folders of outputs being written, removed when the run is
+# interrupted.
+_staging_folders = set()
+
+
+def _interrupted(command):
+    """Return a SIGINT handler that reports the interruption and exits.
+
+    It exits at once instead of raising KeyboardInterrupt: unwinding through
+    Keras while TensorFlow's worker threads are inside an op was seen to hang
+    or crash (SIGSEGV) the interpreter.
+    """
+
+    def handler(signum, frame):
+        for staging in list(_staging_folders):
+            shutil.rmtree(staging, ignore_errors=True)
+        print(f"dmae {command}: interrupted, no outputs written", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    return handler
 
 
 # dmae info
@@ -556,6 +591,7 @@ def _write_outputs(output, model, dataset, labels, probabilities, report):
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    _staging_folders.add(staging)
     # mkdtemp creates the folder readable by its owner only; give it the
     # permissions of an ordinary new folder.
     umask = os.umask(0)
@@ -578,6 +614,8 @@ def _write_outputs(output, model, dataset, labels, probabilities, report):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _staging_folders.discard(staging)
 
 
 def _write_assignments(path, labels, probabilities, y_true):

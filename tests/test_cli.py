@@ -1,8 +1,10 @@
 """Tests of the `dmae` command, in process through main(argv) and as a program."""
 
 import json
+import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -209,3 +211,36 @@ def test_info(capsys):
     assert status_text.startswith(("not built", "built, ", "loaded", "not used")), (
         status_text
     )
+
+
+def test_interrupt_prints_one_line_and_writes_nothing(tmp_path):
+    output = tmp_path / "run"
+    # Progress bars on, so that stdout shows when training has started.
+    tiny = [arg for arg in TINY if arg != "--quiet"]
+    argv = [*tiny, "--pretrain-epochs", "100000", "--output", str(output)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dmae.cli", "cluster", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(PYTHONUNBUFFERED="1"),
+        cwd=SUBPROCESS_CWD,
+    )
+    # Bounds the test if the run never reaches training.
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.start()
+    try:
+        # Interrupt once training has started, as a user pressing Ctrl-C would.
+        for line in process.stdout:
+            if line.startswith("Epoch "):
+                break
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert error_lines(stderr) == ["dmae cluster: interrupted, no outputs written"]
+    assert not output.exists()
+    assert not any(tmp_path.iterdir())
