@@ -4,8 +4,9 @@
 # It builds for one architecture (sm_90; DMAE_CUDA_ARCHS overrides it) in a
 # TensorFlow-free configuration with the machine's nvcc, which takes about 4
 # minutes on 2 cores. The TensorFlow GPU adapters (csrc/tf/*_gpu.cc) need
-# TensorFlow's headers; the `pip install` in .ci/run compiles and links them,
-# since the build makes the GPU library whenever it builds the CUDA kernels.
+# TensorFlow's headers, so they are not compiled here. The `pip install` in
+# .ci/run compiles and links them: it builds the GPU library whenever it
+# builds the CUDA kernels.
 # Without nvcc it prints that it skips the check and succeeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
