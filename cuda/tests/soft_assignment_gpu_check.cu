@@ -180,7 +180,9 @@ std::vector<std::vector<T>> RunCpu(const Case& c,
   SoftAssignmentGradients<T> grads{r[4].data(), r[5].data(), r[6].data(),
                                    r[7].data(),
                                    c.with_covariances ? r[8].data() : nullptr};
-  SoftAssignmentBackwardCpu(in, up, grads, SerialFor);
+  std::vector<T> workspace(static_cast<size_t>(
+      SoftAssignmentBackwardCpuWorkspaceSize(n, k, c.with_covariances)));
+  SoftAssignmentBackwardCpu(in, up, grads, workspace.data(), SerialFor);
   return r;
 }
 
