@@ -185,7 +185,7 @@ def load_file(path, labels_column=None):
         matrix = _read_npy(path)
         x, y = _split_labels(matrix, labels_column, name)
     elif suffix == ".csv":
-        x, y = _split_labels(_read_csv(path), labels_column, name)
+        x, y = _read_csv(path, labels_column, name)
     elif suffix == ".npz":
         if labels_column is not None:
             raise ValueError(
@@ -214,7 +214,8 @@ def _read_npy(path):
         ) from None
 
 
-def _read_csv(path):
+def _read_csv(path, labels_column, name):
+    """Read a .csv of numbers, whose labels column may hold text."""
     try:
         with open(path, newline="") as handle:
             rows = [row for row in csv.reader(handle) if row]
@@ -222,19 +223,38 @@ def _read_csv(path):
         raise ValueError(
             f"data file {str(path)!r} is not a UTF-8 text file: {error}"
         ) from None
-    if rows and not _is_numeric_row(rows[0]):
-        rows = rows[1:]
     widths = {len(row) for row in rows}
     if len(widths) > 1:
         raise ValueError(
             f"data file {str(path)!r} has rows of different lengths {sorted(widths)}"
         )
+    labels = None
+    if labels_column is not None and rows:
+        n_columns = len(rows[0])
+        if not -n_columns <= labels_column < n_columns or n_columns < 2:
+            raise ValueError(
+                f"labels column {labels_column} is out of range for {name}, which "
+                f"has {n_columns} columns"
+            )
+        column = labels_column % n_columns
+        labels = [row.pop(column) for row in rows]
+    # A first line that is not all numbers is a header.
+    if rows and not _is_numeric_row(rows[0]):
+        rows = rows[1:]
+        labels = None if labels is None else labels[1:]
     try:
-        return np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
+        x = np.array([[float(v) for v in row] for row in rows], dtype=np.float64)
     except ValueError as error:
         raise ValueError(
             f"data file {str(path)!r} contains a non-numeric value: {error}"
         ) from None
+    if labels is None:
+        return x, None
+    if _is_numeric_row(labels):
+        return x, np.array([float(v) for v in labels])
+    # Text labels (class names) are numbered in sorted order.
+    _, codes = np.unique(np.array(labels), return_inverse=True)
+    return x, codes
 
 
 def _is_numeric_row(row):

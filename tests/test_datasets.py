@@ -93,6 +93,21 @@ def test_csv_with_header(tmp_path):
     np.testing.assert_array_equal(dataset.y, [2, 7])
 
 
+@pytest.mark.parametrize("header", ["", "x1,species,x2\n"])
+def test_csv_text_labels_are_numbered(tmp_path, header):
+    text = header + "0.5,cat,1.5\n2.5,dog,3.5\n4.5,cat,5.5\n"
+    (tmp_path / "data.csv").write_text(text)
+    dataset = datasets.load("file", tmp_path / "data.csv", labels_column=1)
+    np.testing.assert_array_equal(dataset.x, [[0.5, 1.5], [2.5, 3.5], [4.5, 5.5]])
+    np.testing.assert_array_equal(dataset.y, [0, 1, 0])
+
+
+def test_csv_text_outside_labels_column_is_an_error(tmp_path):
+    (tmp_path / "data.csv").write_text("0.5,cat,1\n2.5,dog,2\n")
+    with pytest.raises(ValueError, match="contains a non-numeric value"):
+        datasets.load("file", tmp_path / "data.csv", labels_column=2)
+
+
 def test_csv_without_header(tmp_path):
     (tmp_path / "data.csv").write_text("1,2\n3,4\n")
     dataset = datasets.load("file", tmp_path / "data.csv")
