@@ -122,7 +122,8 @@ def build_parser():
         type=int,
         metavar="INDEX",
         help="column of the .npy/.csv matrix holding labels for scoring (negative "
-        "counts from the end); it is not clustered",
+        "counts from the end; in a .csv, numbers or class names); it is not "
+        "clustered",
     )
     data.add_argument(
         "--data-dir",
