@@ -12,6 +12,7 @@
 #include "csrc/kernels/dissimilarity.h"
 #include "csrc/kernels/pairwise_cpu.h"
 #include "csrc/tf/cpu_support.h"
+#include "csrc/tf/op_checks.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -173,11 +174,7 @@ class PairwiseDissimilarityOp : public OpKernel {
  public:
   explicit PairwiseDissimilarityOp(OpKernelConstruction* context)
       : OpKernel(context) {
-    std::string kind_name;
-    OP_REQUIRES_OK(context, context->GetAttr("kind", &kind_name));
-    OP_REQUIRES(context, ParseKind(kind_name, &kind_),
-                absl::InvalidArgumentError("unknown dissimilarity kind '" +
-                                           kind_name + "'"));
+    ReadKind(context, &kind_);
   }
 
   void Compute(OpKernelContext* context) override {
@@ -211,11 +208,7 @@ class PairwiseDissimilarityGradOp : public OpKernel {
  public:
   explicit PairwiseDissimilarityGradOp(OpKernelConstruction* context)
       : OpKernel(context) {
-    std::string kind_name;
-    OP_REQUIRES_OK(context, context->GetAttr("kind", &kind_name));
-    OP_REQUIRES(context, ParseKind(kind_name, &kind_),
-                absl::InvalidArgumentError("unknown dissimilarity kind '" +
-                                           kind_name + "'"));
+    ReadKind(context, &kind_);
     OP_REQUIRES_OK(context, context->GetAttr("param_gradient",
                                              &param_gradient_));
   }

@@ -11,6 +11,7 @@
 #include "csrc/kernels/pairwise_cpu.h"
 #include "csrc/tf/cpu_support.h"
 #include "csrc/tf/gpu_support.h"
+#include "csrc/tf/op_checks.h"
 #include "cuda/pairwise_gpu.cuh"
 #include "tensorflow/core/framework/op_kernel.h"
 
@@ -26,7 +27,7 @@ using ::tensorflow::TensorShape;
 
 // Validates shapes as the CPU kernel does and fills the sizes of `in`. The
 // minkowski and toroidal parameters (one value, or d periods) are copied to
-// the host for the same value checks; that copy waits for the stream.
+// the host for the same value checks, and that copy waits for the stream.
 template <typename C>
 void ValidateInputs(OpKernelContext* context, Kind kind, const Tensor& x,
                     const Tensor& y, const Tensor& param,
@@ -51,15 +52,6 @@ void ValidateInputs(OpKernelContext* context, Kind kind, const Tensor& x,
   in->n = x.dim_size(0);
   in->k = y.dim_size(0);
   in->d = x.dim_size(1);
-}
-
-// Reads the kind attribute; sets InvalidArgument on an unknown name.
-void ReadKind(OpKernelConstruction* context, Kind* kind) {
-  std::string kind_name;
-  OP_REQUIRES_OK(context, context->GetAttr("kind", &kind_name));
-  OP_REQUIRES(context, ParseKind(kind_name, kind),
-              absl::InvalidArgumentError("unknown dissimilarity kind '" +
-                                         kind_name + "'"));
 }
 
 // Writes D (n×k) with the forward launcher, with its scratch memory.

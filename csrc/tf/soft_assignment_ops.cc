@@ -19,6 +19,7 @@
 #include "csrc/kernels/soft_assignment.h"
 #include "csrc/kernels/soft_assignment_cpu.h"
 #include "csrc/tf/cpu_support.h"
+#include "csrc/tf/op_checks.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -148,39 +149,6 @@ gradients of its four outputs and its inputs.
 
 namespace {
 
-// Validates the forward inputs and fills the sizes of `in`. Reports
-// InvalidArgument on the context on failure.
-template <typename C>
-void ValidateInputs(OpKernelContext* context, bool with_covariances,
-                    const Tensor& distance, const Tensor& centers,
-                    const Tensor& mixers, const Tensor& alpha,
-                    const Tensor& covariances, SoftAssignmentInputs<C>* in) {
-  SoftAssignmentShapes shapes;
-  shapes.distance = DimsOf(distance.shape());
-  shapes.centers = DimsOf(centers.shape());
-  shapes.mixers = DimsOf(mixers.shape());
-  shapes.alpha = DimsOf(alpha.shape());
-  shapes.covariances = DimsOf(covariances.shape());
-  const std::string error =
-      ValidateSoftAssignmentShapes(shapes, with_covariances);
-  OP_REQUIRES(context, error.empty(), absl::InvalidArgumentError(error));
-  in->n = distance.dim_size(0);
-  in->k = centers.dim_size(0);
-  in->d = centers.dim_size(1);
-}
-
-// Requires `tensor` to have `expected` shape; `name` and `meaning` go into
-// the message.
-void RequireShape(OpKernelContext* context, const Tensor& tensor,
-                  const TensorShape& expected, const std::string& name,
-                  const std::string& meaning) {
-  OP_REQUIRES(context, tensor.shape() == expected,
-              absl::InvalidArgumentError(
-                  name + " must have shape " + expected.DebugString() + " (" +
-                  meaning + "), but has shape " +
-                  tensor.shape().DebugString()));
-}
-
 template <typename T>
 class SoftAssignmentOp : public OpKernel {
  public:
@@ -197,8 +165,8 @@ class SoftAssignmentOp : public OpKernel {
     const Tensor& alpha = context->input(3);
     const Tensor& covariances = context->input(4);
     SoftAssignmentInputs<ComputeType<T>> in;
-    ValidateInputs(context, with_covariances_, distance, centers, mixers,
-                   alpha, covariances, &in);
+    ValidateSoftAssignmentInputs(context, with_covariances_, distance,
+                                 centers, mixers, alpha, covariances, &in);
     if (!context->status().ok()) return;
 
     const int64_t cov_d = with_covariances_ ? in.d : 0;
@@ -256,19 +224,10 @@ class SoftAssignmentGradOp : public OpKernel {
     const Tensor& alpha = context->input(7);
     const Tensor& covariances = context->input(8);
     SoftAssignmentInputs<ComputeType<T>> in;
-    ValidateInputs(context, with_covariances_, distance, centers, mixers,
-                   alpha, covariances, &in);
+    ValidateSoftAssignmentInputs(context, with_covariances_, distance,
+                                 centers, mixers, alpha, covariances, &in);
     if (!context->status().ok()) return;
-    const int64_t cov_d = with_covariances_ ? in.d : 0;
-    RequireShape(context, context->input(0), TensorShape({in.n, in.k}),
-                 "grad_assignments", "the shape of assignments, [n, k]");
-    RequireShape(context, context->input(1), TensorShape({in.n, in.d}),
-                 "grad_soft_centers", "the shape of soft_centers, [n, d]");
-    RequireShape(context, context->input(2), TensorShape({in.n}),
-                 "grad_soft_mixers", "the shape of soft_mixers, [n]");
-    RequireShape(context, context->input(3),
-                 TensorShape({in.n, cov_d, cov_d}), "grad_soft_covariances",
-                 "the shape of soft_covariances");
+    ValidateSoftAssignmentUpstream(context, with_covariances_, in);
     if (!context->status().ok()) return;
 
     Tensor *grad_distance = nullptr, *grad_centers = nullptr,

@@ -11,6 +11,7 @@
 #include "csrc/kernels/soft_assignment_cpu.h"
 #include "csrc/tf/cpu_support.h"
 #include "csrc/tf/gpu_support.h"
+#include "csrc/tf/op_checks.h"
 #include "cuda/soft_assignment_gpu.cuh"
 #include "tensorflow/core/framework/op_kernel.h"
 
@@ -23,39 +24,6 @@ using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
-
-// Validates the forward inputs as the CPU kernel does and fills the sizes
-// and alpha of `in`.
-template <typename T>
-void ValidateInputs(OpKernelContext* context, bool with_covariances,
-                    const Tensor& distance, const Tensor& centers,
-                    const Tensor& mixers, const Tensor& alpha,
-                    const Tensor& covariances,
-                    SoftAssignmentInputs<GpuComputeType<T>>* in) {
-  SoftAssignmentShapes shapes;
-  shapes.distance = DimsOf(distance.shape());
-  shapes.centers = DimsOf(centers.shape());
-  shapes.mixers = DimsOf(mixers.shape());
-  shapes.alpha = DimsOf(alpha.shape());
-  shapes.covariances = DimsOf(covariances.shape());
-  const std::string error =
-      ValidateSoftAssignmentShapes(shapes, with_covariances);
-  OP_REQUIRES(context, error.empty(), absl::InvalidArgumentError(error));
-  in->n = distance.dim_size(0);
-  in->k = centers.dim_size(0);
-  in->d = centers.dim_size(1);
-  in->alpha = static_cast<GpuComputeType<T>>(alpha.scalar<T>()());
-}
-
-void RequireShape(OpKernelContext* context, const Tensor& tensor,
-                  const TensorShape& expected, const std::string& name,
-                  const std::string& meaning) {
-  OP_REQUIRES(context, tensor.shape() == expected,
-              absl::InvalidArgumentError(
-                  name + " must have shape " + expected.DebugString() + " (" +
-                  meaning + "), but has shape " +
-                  tensor.shape().DebugString()));
-}
 
 template <typename T>
 class SoftAssignmentGpuOp : public OpKernel {
@@ -75,9 +43,10 @@ class SoftAssignmentGpuOp : public OpKernel {
     const Tensor& alpha = context->input(3);
     const Tensor& covariances = context->input(4);
     SoftAssignmentInputs<C> in;
-    ValidateInputs<T>(context, with_covariances_, distance, centers, mixers,
-                      alpha, covariances, &in);
+    ValidateSoftAssignmentInputs(context, with_covariances_, distance,
+                                 centers, mixers, alpha, covariances, &in);
     if (!context->status().ok()) return;
+    in.alpha = static_cast<GpuComputeType<T>>(alpha.scalar<T>()());
 
     const int64_t cov_d = with_covariances_ ? in.d : 0;
     Tensor *assignments = nullptr, *soft_centers = nullptr,
@@ -148,19 +117,11 @@ class SoftAssignmentGradGpuOp : public OpKernel {
     const Tensor& alpha = context->input(7);
     const Tensor& covariances = context->input(8);
     SoftAssignmentInputs<C> in;
-    ValidateInputs<T>(context, with_covariances_, distance, centers, mixers,
-                      alpha, covariances, &in);
+    ValidateSoftAssignmentInputs(context, with_covariances_, distance,
+                                 centers, mixers, alpha, covariances, &in);
     if (!context->status().ok()) return;
-    const int64_t cov_d = with_covariances_ ? in.d : 0;
-    RequireShape(context, context->input(0), TensorShape({in.n, in.k}),
-                 "grad_assignments", "the shape of assignments, [n, k]");
-    RequireShape(context, context->input(1), TensorShape({in.n, in.d}),
-                 "grad_soft_centers", "the shape of soft_centers, [n, d]");
-    RequireShape(context, context->input(2), TensorShape({in.n}),
-                 "grad_soft_mixers", "the shape of soft_mixers, [n]");
-    RequireShape(context, context->input(3),
-                 TensorShape({in.n, cov_d, cov_d}), "grad_soft_covariances",
-                 "the shape of soft_covariances");
+    in.alpha = static_cast<GpuComputeType<T>>(alpha.scalar<T>()());
+    ValidateSoftAssignmentUpstream(context, with_covariances_, in);
     if (!context->status().ok()) return;
 
     Tensor *grad_distance = nullptr, *grad_centers = nullptr,
