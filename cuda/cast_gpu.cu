@@ -5,15 +5,14 @@
 #include <cstdint>
 
 #include "cuda/cast_gpu.cuh"
+#include "cuda/launch_support.cuh"
 
 namespace dmae {
 namespace {
 
-constexpr int kThreads = 256;
+using launch::LinearGrid;
 
-dim3 LinearGrid(int64_t count) {
-  return dim3(static_cast<unsigned>((count + kThreads - 1) / kThreads));
-}
+constexpr int kThreads = launch::kLinearThreads;
 
 template <HalfFormat kFormat>
 __device__ float Widen(uint16_t bits) {

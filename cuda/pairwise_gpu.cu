@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "csrc/kernels/pairwise_math.h"
+#include "cuda/launch_support.cuh"
 #include "cuda/pairwise_gpu.cuh"
 
 namespace dmae {
@@ -39,39 +40,10 @@ constexpr int kStage = 16;
 // only; 4096 gives 16 chunks at n = 65536, enough blocks to fill an H100 or
 // H200 for k around 1000, and a single chunk (the CPU's order) for n <= 4096.
 constexpr int64_t kRowsPerChunk = 4096;
-constexpr int kLinearThreads = 256;
-constexpr size_t kAlignment = 256;
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-dim3 LinearGrid(int64_t count) {
-  return dim3(static_cast<unsigned>(CeilDiv(count, kLinearThreads)));
-}
-
-// ---------------------------------------------------------------------------
-// Workspace: a bump allocator over one caller-provided buffer. The same code
-// computes the size (base == nullptr) and hands out the pointers.
-// ---------------------------------------------------------------------------
-
-class Workspace {
- public:
-  explicit Workspace(void* base) : base_(static_cast<char*>(base)) {}
-
-  template <typename T>
-  T* Take(int64_t count) {
-    const size_t bytes = static_cast<size_t>(count) * sizeof(T);
-    T* result =
-        base_ == nullptr ? nullptr : reinterpret_cast<T*>(base_ + used_);
-    used_ += (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    return result;
-  }
-
-  size_t used() const { return used_; }
-
- private:
-  char* base_;
-  size_t used_ = 0;
-};
+using launch::CeilDiv;
+using launch::kLinearThreads;
+using launch::LinearGrid;
+using launch::Workspace;
 
 // ---------------------------------------------------------------------------
 // Forward tile kernel.
@@ -876,12 +848,6 @@ ForwardBuffers<T> CarveForward(Kind kind, int64_t n, int64_t k,
   return b;
 }
 
-#define DMAE_RETURN_IF_CUDA_ERROR(expr)         \
-  do {                                          \
-    const cudaError_t _status = (expr);         \
-    if (_status != cudaSuccess) return _status; \
-  } while (0)
-
 template <typename T>
 cudaError_t Forward(const PairwiseInputs<T>& in, T* out, void* workspace,
                     cudaStream_t stream) {
@@ -1155,8 +1121,6 @@ cudaError_t Backward(const PairwiseInputs<T>& in, const T* grad,
   }
   return cudaErrorInvalidValue;
 }
-
-#undef DMAE_RETURN_IF_CUDA_ERROR
 
 }  // namespace
 

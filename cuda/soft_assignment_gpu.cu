@@ -13,53 +13,25 @@
 //
 // One thread per row or per output element, with sequential sums, is what
 // keeps the CPU's summation order. The per-row softmax does O(k) serial
-// work per thread, and the sums over rows (dL/dθ, dL/dπ, dL/dα) do O(n);
-// they are not split into chunks, so for n in the hundreds of thousands they
-// are the slow part. NOTE: no timing on a GPU backs this layout yet.
+// work per thread, and the sums over rows (dL/dθ, dL/dπ, dL/dα) do O(n).
+// Those sums are not split into chunks, so for n in the hundreds of
+// thousands they are expected to be the slow part.
+// NOTE: no timing on a GPU backs this layout yet.
 #include <cstdint>
 
 #include "csrc/kernels/soft_assignment_math.h"
+#include "cuda/launch_support.cuh"
 #include "cuda/soft_assignment_gpu.cuh"
 
 namespace dmae {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr size_t kAlignment = 256;
+using launch::CeilDiv;
+using launch::LinearGrid;
+using launch::Workspace;
 
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int kThreads = launch::kLinearThreads;
 
-dim3 LinearGrid(int64_t count) {
-  return dim3(static_cast<unsigned>(CeilDiv(count, kThreads)));
-}
-
-#define DMAE_RETURN_IF_CUDA_ERROR(expr)         \
-  do {                                          \
-    const cudaError_t _status = (expr);         \
-    if (_status != cudaSuccess) return _status; \
-  } while (0)
-
-// A bump allocator over one caller-provided buffer; with base == nullptr it
-// only counts the bytes.
-class Workspace {
- public:
-  explicit Workspace(void* base) : base_(static_cast<char*>(base)) {}
-
-  template <typename T>
-  T* Take(int64_t count) {
-    const size_t bytes = static_cast<size_t>(count) * sizeof(T);
-    T* result =
-        base_ == nullptr ? nullptr : reinterpret_cast<T*>(base_ + used_);
-    used_ += (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    return result;
-  }
-
-  size_t used() const { return used_; }
-
- private:
-  char* base_;
-  size_t used_ = 0;
-};
 
 // Per-cluster constants of the softmax, k entries each.
 template <typename T>

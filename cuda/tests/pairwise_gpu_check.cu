@@ -29,54 +29,12 @@
 #include "csrc/kernels/dissimilarity.h"
 #include "csrc/kernels/pairwise_cpu.h"
 #include "cuda/pairwise_gpu.cuh"
+#include "cuda/tests/check_support.cuh"
 
 namespace dmae {
 namespace {
 
-#define CHECK_CUDA(expr)                                                  \
-  do {                                                                    \
-    const cudaError_t _status = (expr);                                   \
-    if (_status != cudaSuccess) {                                         \
-      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, \
-                   #expr, cudaGetErrorString(_status));                   \
-      std::exit(2);                                                       \
-    }                                                                     \
-  } while (0)
-
 int g_failures = 0;
-
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t count) : count_(count) {
-    if (count > 0) CHECK_CUDA(cudaMalloc(&data_, count * sizeof(T)));
-  }
-  explicit DeviceBuffer(const std::vector<T>& host)
-      : DeviceBuffer(host.size()) {
-    if (count_ > 0) {
-      CHECK_CUDA(cudaMemcpy(data_, host.data(), count_ * sizeof(T),
-                            cudaMemcpyHostToDevice));
-    }
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (data_ != nullptr) cudaFree(data_);
-  }
-  T* get() const { return data_; }
-  std::vector<T> ToHost() const {
-    std::vector<T> host(count_);
-    if (count_ > 0) {
-      CHECK_CUDA(cudaMemcpy(host.data(), data_, count_ * sizeof(T),
-                            cudaMemcpyDeviceToHost));
-    }
-    return host;
-  }
-
- private:
-  T* data_ = nullptr;
-  size_t count_;
-};
 
 int64_t ParamSize(Kind kind, int64_t k, int64_t d) {
   int64_t size = 1;
@@ -170,7 +128,7 @@ Results<T> RunGpu(const Problem<T>& pb) {
   DeviceBuffer<T> x(pb.x), y(pb.y), param(pb.param), grad(pb.grad);
   DeviceBuffer<T> distance(pb.n * pb.k), gx(pb.n * pb.d), gy(pb.k * pb.d),
       gparam(pb.param.size());
-  const PairwiseInputs<T> in{pb.kind, x.get(), y.get(), param.get(),
+  const PairwiseInputs<T> in{pb.kind, x.data(), y.data(), param.data(),
                              pb.n,    pb.k,    pb.d};
   DeviceBuffer<char> forward_space(
       PairwiseForwardGpuWorkspaceBytes<T>(pb.kind, pb.n, pb.k, pb.d));
@@ -179,10 +137,10 @@ Results<T> RunGpu(const Problem<T>& pb) {
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   CHECK_CUDA(
-      PairwiseForwardGpu(in, distance.get(), forward_space.get(), stream));
-  const PairwiseGradients<T> out{gx.get(), gy.get(), gparam.get()};
-  CHECK_CUDA(PairwiseBackwardGpu(in, grad.get(), distance.get(), out,
-                                 backward_space.get(), stream));
+      PairwiseForwardGpu(in, distance.data(), forward_space.data(), stream));
+  const PairwiseGradients<T> out{gx.data(), gy.data(), gparam.data()};
+  CHECK_CUDA(PairwiseBackwardGpu(in, grad.data(), distance.data(), out,
+                                 backward_space.data(), stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
   CHECK_CUDA(cudaStreamDestroy(stream));
   return {distance.ToHost(), gx.ToHost(), gy.ToHost(), gparam.ToHost()};
@@ -346,18 +304,18 @@ void TimeKind(Kind kind, int64_t n, int64_t k, int64_t d, FILE* csv) {
       PairwiseForwardGpuWorkspaceBytes<T>(kind, n, k, d));
   DeviceBuffer<char> backward_space(
       PairwiseBackwardGpuWorkspaceBytes<T>(kind, n, k, d));
-  const PairwiseInputs<T> in{kind, x.get(), y.get(), param.get(), n, k, d};
-  const PairwiseGradients<T> out{gx.get(), gy.get(), gparam.get()};
+  const PairwiseInputs<T> in{kind, x.data(), y.data(), param.data(), n, k, d};
+  const PairwiseGradients<T> out{gx.data(), gy.data(), gparam.data()};
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   auto forward = [&] {
     CHECK_CUDA(
-        PairwiseForwardGpu(in, distance.get(), forward_space.get(), stream));
+        PairwiseForwardGpu(in, distance.data(), forward_space.data(), stream));
   };
   auto forward_backward = [&] {
     forward();
-    CHECK_CUDA(PairwiseBackwardGpu(in, grad.get(), distance.get(), out,
-                                   backward_space.get(), stream));
+    CHECK_CUDA(PairwiseBackwardGpu(in, grad.data(), distance.data(), out,
+                                   backward_space.data(), stream));
   };
   const float forward_ms = TimeMs(stream, forward);
   const float both_ms = TimeMs(stream, forward_backward);

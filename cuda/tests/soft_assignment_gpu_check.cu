@@ -29,59 +29,12 @@
 
 #include "csrc/kernels/soft_assignment_cpu.h"
 #include "cuda/soft_assignment_gpu.cuh"
+#include "cuda/tests/check_support.cuh"
 
 namespace dmae {
 namespace {
 
-#define CHECK_CUDA(expr)                                                  \
-  do {                                                                    \
-    const cudaError_t _status = (expr);                                   \
-    if (_status != cudaSuccess) {                                         \
-      std::fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, \
-                   #expr, cudaGetErrorString(_status));                   \
-      std::exit(2);                                                       \
-    }                                                                     \
-  } while (0)
-
 int g_failures = 0;
-
-void SerialFor(int64_t total, int64_t, const WorkFn& work) {
-  if (total > 0) work(0, total);
-}
-
-// A device copy of a host vector; null for an empty one.
-template <typename T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t count) : count_(count) {
-    if (count > 0) CHECK_CUDA(cudaMalloc(&data_, count * sizeof(T)));
-  }
-  explicit DeviceBuffer(const std::vector<T>& host)
-      : DeviceBuffer(host.size()) {
-    if (count_ > 0) {
-      CHECK_CUDA(cudaMemcpy(data_, host.data(), count_ * sizeof(T),
-                            cudaMemcpyHostToDevice));
-    }
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(data_); }
-
-  T* data() const { return data_; }
-
-  std::vector<T> ToHost() const {
-    std::vector<T> host(count_);
-    if (count_ > 0) {
-      CHECK_CUDA(cudaMemcpy(host.data(), data_, count_ * sizeof(T),
-                            cudaMemcpyDeviceToHost));
-    }
-    return host;
-  }
-
- private:
-  T* data_ = nullptr;
-  size_t count_;
-};
 
 struct Case {
   std::string name;
