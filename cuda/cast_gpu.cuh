@@ -1,7 +1,7 @@
 // Device-side conversions between float and the 16-bit float formats, so the
-// float16 and bfloat16 TensorFlow kernels can run the float CUDA kernels:
-// inputs are widened into float buffers, the kernels accumulate in float,
-// and the outputs are rounded back to nearest-even, as Eigen::half and
+// float16 and bfloat16 TensorFlow kernels can run the float CUDA kernels.
+// Inputs are widened into float buffers and the kernels accumulate in float.
+// Outputs are rounded back to nearest-even, as Eigen::half and
 // Eigen::bfloat16 round on CPU.
 //
 // A 16-bit value travels as its raw bits (uint16_t), so callers need neither

@@ -17,7 +17,7 @@
 //
 // Determinism: no atomics. Each output element is written by one thread
 // that sums in index order and skips terms whose S is exactly 0, as the CPU
-// loops do, so the same input gives bit-identical output on every run, and
+// loops do. So the same input gives bit-identical output on every run, and
 // the sums match the CPU's order. CPU and GPU differ by a few ulps where the
 // device exp and log round differently from glibc.
 //

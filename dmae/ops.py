@@ -169,8 +169,8 @@ def _pairwise_dissimilarity_grad(op, grad):
     kind = op.get_attr("kind")
     if isinstance(kind, bytes):
         kind = kind.decode()
-    # A GradientTape lists the inputs nobody differentiates against in
-    # skip_input_indices; tf.gradients builds ops without that attribute.
+    # A GradientTape lists the inputs no gradient is requested for in
+    # skip_input_indices. tf.gradients builds ops without that attribute.
     skip_param = 2 in (getattr(op, "skip_input_indices", None) or ())
     grad_x, grad_y, grad_param = _ops.load_library().dmae_pairwise_dissimilarity_grad(
         grad, x, y, param, op.outputs[0], kind=kind, param_gradient=not skip_param

@@ -226,6 +226,7 @@ def test_interrupt_prints_one_line_and_writes_nothing(tmp_path):
         env=subprocess_env(PYTHONUNBUFFERED="1"),
         cwd=SUBPROCESS_CWD,
     )
+
     # Bounds the test if the run never reaches training.
     watchdog = threading.Timer(120, process.kill)
     watchdog.start()
@@ -239,6 +240,7 @@ def test_interrupt_prints_one_line_and_writes_nothing(tmp_path):
     finally:
         watchdog.cancel()
         process.kill()
+
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert error_lines(stderr) == ["dmae cluster: interrupted, no outputs written"]

@@ -78,8 +78,8 @@ inline int64_t SoftAssignmentBackwardCpuWorkspaceSize(int64_t n, int64_t k,
   return (with_covariances ? 4 : 3) * n * k + n;
 }
 
-// `workspace` holds SoftAssignmentBackwardCpuWorkspaceSize elements; its
-// contents on entry do not matter.
+// `workspace` has room for SoftAssignmentBackwardCpuWorkspaceSize elements.
+// Its contents on entry do not matter.
 template <typename T>
 void SoftAssignmentBackwardCpu(const SoftAssignmentInputs<T>& in,
                                const SoftAssignmentUpstream<T>& upstream,
