@@ -13,6 +13,12 @@ euclidean and squared_euclidean, k-means centers and covariances for
 mahalanobis, k-means++ with the chosen dissimilarity for the other kinds.
 Last, the whole model is trained on the joint loss.
 
+With graph_weight λ_g > 0, both stages add λ_g · mean_d (z_d − e_d)², where
+e is the sample's row of a Laplacian eigenmap of the k-nearest-neighbor graph
+of the inputs (dmae.graph). This lets the clusters follow curved manifolds,
+such as two interleaved moons or two concentric rings, that no partition of
+the input space by nearest center separates.
+
 The defaults are sized for scikit-learn's digits (1797 samples of 64
 features): see DEFAULTS.
 """
@@ -27,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.cluster import KMeans
 
-from dmae import dissimilarities, layers, losses, normalizers
+from dmae import dissimilarities, graph, layers, losses, normalizers
 
 logger = logging.getLogger(__name__)
 
@@ -173,25 +179,39 @@ class _DistributedLogs:
         return logs
 
 
-class _PretrainModel(_DistributedLogs, keras.Model):
-    """The autoencoder trained alone on the MSE, with optional augmentation."""
+def _graph_loss(code, eigenmap):
+    """Return the mean squared distance of the codes to their eigenmap rows."""
+    return tf.reduce_mean(tf.square(code - tf.cast(eigenmap, code.dtype)))
 
-    def __init__(self, encoder, decoder, augmenter=None, **kwargs):
+
+class _PretrainModel(_DistributedLogs, keras.Model):
+    """The autoencoder trained alone on the MSE, with optional augmentation.
+
+    When fit gets y, the rows of a Laplacian eigenmap, the loss adds
+    graph_weight times _graph_loss of the codes.
+    """
+
+    def __init__(self, encoder, decoder, augmenter=None, graph_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.augmenter = augmenter
+        self.graph_weight = graph_weight
 
     def call(self, x, training=False):
         if self.augmenter is not None and training:
             x = self.augmenter(x, training=True)
-        return x, self.decoder(self.encoder(x, training=training), training=training)
+        code = self.encoder(x, training=training)
+        return x, code, self.decoder(code, training=training)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        target, reconstruction = y_pred
-        return _scale_for_replicas(tf.reduce_mean(tf.square(target - reconstruction)))
+        target, code, reconstruction = y_pred
+        loss = tf.reduce_mean(tf.square(target - reconstruction))
+        if y is not None and self.graph_weight > 0:
+            loss += self.graph_weight * _graph_loss(code, y)
+        return _scale_for_replicas(loss)
 
 
 class _JointModel(_DistributedLogs, keras.Model):
@@ -205,6 +225,10 @@ class _JointModel(_DistributedLogs, keras.Model):
         self.settings = settings
         self.clustering_tracker = keras.metrics.Mean(name="clustering_loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        # Created only when used, so the logs of a model without the graph
+        # loss keep their names.
+        if settings["graph_weight"] > 0:
+            self.graph_tracker = keras.metrics.Mean(name="graph_loss")
 
     def call(self, x, training=False):
         code = self.encoder(x, training=training)
@@ -249,6 +273,10 @@ class _JointModel(_DistributedLogs, keras.Model):
             self.settings["lambda_c"] * clustering
             + self.settings["lambda_r"] * reconstruction
         )
+        if y is not None and self.settings["graph_weight"] > 0:
+            graph_loss = _graph_loss(y_pred["code"], y)
+            self.graph_tracker.update_state(graph_loss)
+            total += self.settings["graph_weight"] * graph_loss
         return _scale_for_replicas(total)
 
 
@@ -302,6 +330,12 @@ class DeepDMAE:
         stages.
       p, interval, eps, normalization: arguments of minkowski,
         toroidal_euclidean and kullback_leibler, as in dmae.layers.
+      graph_weight: weight λ_g of the loss that pulls each code towards its
+        row of a Laplacian eigenmap with latent_dim columns (dmae.graph), in
+        both training stages; 0 (default) turns it off. Set latent_dim to the
+        number of clusters with it.
+      neighbors: number k of nearest neighbors, in the input space, that
+        define the graph of the eigenmap.
       seed: seed of weights, shuffling, augmentation and k-means.
       strategy: a tf.distribute.Strategy to build and train under, or None.
     """
@@ -330,6 +364,8 @@ class DeepDMAE:
         normalization="softmax_abs",
         seed=0,
         strategy=None,
+        graph_weight=0.0,
+        neighbors=10,
     ):
         if not (isinstance(n_clusters, int) and n_clusters >= 1):
             raise ValueError(
@@ -354,6 +390,14 @@ class DeepDMAE:
         for name, value in (("pretrain_epochs", pretrain_epochs), ("epochs", epochs)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, but is {value}")
+        if not (math.isfinite(graph_weight) and graph_weight >= 0):
+            raise ValueError(
+                f"graph_weight must be a finite number >= 0, but is {graph_weight}"
+            )
+        if isinstance(neighbors, bool) or not (
+            isinstance(neighbors, (int, np.integer)) and neighbors >= 1
+        ):
+            raise ValueError(f"neighbors must be an integer >= 1, but is {neighbors!r}")
         self.config = {
             "n_clusters": n_clusters,
             "dissimilarity": dissimilarity,
@@ -380,6 +424,8 @@ class DeepDMAE:
             "eps": float(eps),
             "normalization": normalization,
             "seed": int(seed),
+            "graph_weight": float(graph_weight),
+            "neighbors": int(neighbors),
         }
         self.strategy = strategy or tf.distribute.get_strategy()
         self.input_dim = None
@@ -407,7 +453,11 @@ class DeepDMAE:
                 )
             self.mixture = self._mixture_layer(layers.DissimilarityMixtureAutoencoder)
             self.autoencoder = _PretrainModel(
-                self.encoder, self.decoder, augmenter, name="autoencoder"
+                self.encoder,
+                self.decoder,
+                augmenter,
+                config["graph_weight"],
+                name="autoencoder",
             )
             self.joint = _JointModel(
                 self.encoder, self.mixture, self.decoder, config, name="deep_dmae"
@@ -449,6 +499,11 @@ class DeepDMAE:
         keras.utils.set_random_seed(self.config["seed"])
         self._build(x.shape[1])
         config = self.config
+        eigenmap = None
+        if config["graph_weight"] > 0:
+            eigenmap = graph.laplacian_eigenmap(
+                x, config["latent_dim"], config["neighbors"], config["seed"]
+            )
 
         with self.strategy.scope():
             self.autoencoder.compile(
@@ -456,6 +511,7 @@ class DeepDMAE:
             )
         pretrain = self.autoencoder.fit(
             x,
+            eigenmap,
             batch_size=config["batch_size"],
             epochs=config["pretrain_epochs"],
             shuffle=True,
@@ -479,6 +535,7 @@ class DeepDMAE:
             self.joint.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
         joint = self.joint.fit(
             x,
+            eigenmap,
             batch_size=config["batch_size"],
             epochs=config["epochs"],
             shuffle=True,
