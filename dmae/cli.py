@@ -253,6 +253,23 @@ def build_parser():
         f"feature (default: {DEFAULTS['lambda_r']:g})",
     )
     training.add_argument(
+        "--graph-weight",
+        type=_non_negative_float,
+        default=0.0,
+        help="weight of the loss between each code and its row of a Laplacian "
+        "eigenmap (latent-dim columns) of the input's nearest-neighbor graph, "
+        "for clusters on curved manifolds such as moons and circles; set "
+        "--latent-dim to the number of clusters with it (default: 0, off)",
+    )
+    training.add_argument(
+        "--neighbors",
+        type=_positive_int,
+        default=10,
+        metavar="K",
+        help="nearest neighbors per sample in the graph of --graph-weight "
+        "(default: 10)",
+    )
+    training.add_argument(
         "--seed", type=int, default=0, help="seed of weights, data order and k-means"
     )
     training.add_argument(
@@ -492,6 +509,16 @@ def _model_settings(args, dataset):
                 "--architecture conv and --augment need image data (digits, mnist, "
                 "fashion-mnist or a file of images [n, height, width(, channels)])"
             )
+    if args.graph_weight > 0 and not args.neighbors < dataset.x.shape[0]:
+        raise InputError(
+            f"--neighbors must be below the {dataset.x.shape[0]} samples, but is "
+            f"{args.neighbors}"
+        )
+    if args.graph_weight > 0 and not args.latent_dim < dataset.x.shape[0]:
+        raise InputError(
+            f"--latent-dim must be below the {dataset.x.shape[0]} samples with "
+            f"--graph-weight, but is {args.latent_dim}"
+        )
     interval = args.interval or dataset.period or 2.0
     return {
         "n_clusters": n_clusters,
@@ -513,6 +540,8 @@ def _model_settings(args, dataset):
         "p": args.p,
         "interval": interval,
         "seed": args.seed,
+        "graph_weight": args.graph_weight,
+        "neighbors": args.neighbors,
     }
 
 
