@@ -89,6 +89,20 @@ def test_cluster_writes_outputs(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
+def test_cluster_graph_settings_saved(tmp_path, capsys):
+    output = tmp_path / "run"
+    argv = ["cluster", "--dataset", "moons", *TINY, "--output", str(output)]
+    argv += ["--graph-weight", "2.5", "--neighbors", "6"]
+    status, _, err = run_main(argv, capsys)
+    assert status == 0, err
+    settings = json.loads((output / "metrics.json").read_text())["settings"]
+    assert settings["graph_weight"] == 2.5
+    assert settings["neighbors"] == 6
+    config = json.loads((output / "model" / "config.json").read_text())
+    assert config["graph_weight"] == 2.5
+    assert config["neighbors"] == 6
+
+
 def test_cluster_unlabeled_file(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "points.npy", rng.normal(size=(40, 3)))
@@ -117,6 +131,30 @@ BAD_INPUTS = [
     (
         ["--dissimilarity", "minkowski", "--p", "nan"],
         r"argument --p: must be a finite number >= 1, but is nan",
+    ),
+    (
+        ["--graph-weight", "-1"],
+        r"argument --graph-weight: must be a number >= 0, but is -1",
+    ),
+    (["--neighbors", "0"], r"argument --neighbors: must be an integer >= 1, but is 0"),
+    (
+        ["--data", "{tmp}/few.npy", "--clusters", "2", "--graph-weight", "1"],
+        r"--neighbors must be below the 3 samples, but is 10",
+    ),
+    (
+        [
+            "--data",
+            "{tmp}/few.npy",
+            "--clusters",
+            "2",
+            "--graph-weight",
+            "1",
+            "--neighbors",
+            "2",
+            "--latent-dim",
+            "3",
+        ],
+        r"--latent-dim must be below the 3 samples with --graph-weight, but is 3",
     ),
 ]
 
@@ -190,7 +228,15 @@ def test_program_bad_input_no_traceback(tmp_path):
 def test_help_names_units(capsys):
     status, out, _ = run_main(["cluster", "--help"], capsys)
     assert status == 0
-    for option in ("--alpha", "--batch-size", "--lambda-c", "--strategy", "--output"):
+    for option in (
+        "--alpha",
+        "--batch-size",
+        "--lambda-c",
+        "--strategy",
+        "--output",
+        "--graph-weight",
+        "--neighbors",
+    ):
         assert option in out
     assert "in samples" in out
     assert "Adam step size" in out
