@@ -6,11 +6,11 @@ Dimensionality Reduction and Data Representation", Neural Computation 2003).
 Over the training points, those rows minimize the neighbor-graph energy
 Σ_ij w_ij ‖z_i − z_j‖² among codes with Zᵀ D Z = I, D the degree matrix.
 They are found once, with an eigensolver, and the encoder is fitted to
-them. Adding the graph energy itself to the loss, and minimizing it by
-gradient descent through the encoder, was also tried: on two concentric
-rings the encoder then stayed near a linear map of the input, because a
-smooth radial function costs more than a linear one when the radial noise is
-as large as the spacing of neighbors along a ring.
+them. Minimizing the graph energy itself by gradient descent through the
+encoder was also tried. On two concentric rings the encoder then stayed near
+a linear map of the input, because a smooth radial function costs more
+energy than a linear one when the radial noise is as large as the spacing of
+neighbors along a ring.
 """
 
 import logging
@@ -79,7 +79,7 @@ def laplacian_eigenmap(x, n_components, n_neighbors, seed=0):
     inverse_sqrt_degree = 1.0 / np.sqrt(np.asarray(adjacency.sum(axis=1)).ravel())
     scaling = scipy.sparse.diags(inverse_sqrt_degree)
     # The largest eigenvalues of D^-1/2 W D^-1/2 are 1 minus the smallest of
-    # the symmetric normalized Laplacian; D^-1/2 maps its eigenvectors to
+    # the symmetric normalized Laplacian, and D^-1/2 maps its eigenvectors to
     # those of the random-walk Laplacian.
     normalized = scaling @ adjacency @ scaling
     if n_samples <= _DENSE_MAX_SAMPLES:
@@ -92,7 +92,8 @@ def laplacian_eigenmap(x, n_components, n_neighbors, seed=0):
         _, vectors = scipy.sparse.linalg.eigsh(
             normalized, k=n_components, which="LA", v0=start
         )
-    # Both solvers return ascending eigenvalues; the smoothest column first.
+    # Both solvers return ascending eigenvalues, so reversing puts the
+    # smoothest column first.
     eigenmap = inverse_sqrt_degree[:, None] * vectors[:, ::-1]
     eigenmap /= np.sqrt(np.mean(np.square(eigenmap), axis=0))
     return eigenmap.astype(np.float32)

@@ -63,7 +63,7 @@ def test_more_components_than_columns_warns(caplog):
 def test_neighbor_graph_symmetric():
     x = np.array([[0.0], [1.0], [3.0], [7.0]])
     adjacency = graph.neighbor_graph(x, 1).toarray()
-    # Nearest neighbors: 0→1, 1→0, 2→1, 3→2; each edge is kept both ways.
+    # Nearest neighbors: 0→1, 1→0, 2→1, 3→2. Each edge is kept both ways.
     expected = np.array(
         [[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0]], np.float64
     )

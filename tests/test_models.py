@@ -151,7 +151,10 @@ def test_invalid_settings(kwargs, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"graph_weight": -1.0}, r"graph_weight must be a finite number >= 0, but is -1"),
+        (
+            {"graph_weight": -1.0},
+            r"graph_weight must be a finite number >= 0, but is -1",
+        ),
         ({"graph_weight": float("nan")}, r"graph_weight must be .* but is nan"),
         ({"neighbors": 0}, r"neighbors must be an integer >= 1, but is 0"),
         ({"neighbors": 2.5}, r"neighbors must be an integer >= 1, but is 2.5"),
