@@ -233,6 +233,25 @@ def test_zero_mixing_weight_gives_no_nan():
     np.testing.assert_array_equal(S[:, 0], np.zeros(N))
 
 
+@pytest.mark.parametrize("implementation", ["reference", "fused"])
+def test_far_points_give_valid_assignments(implementation, monkeypatch):
+    # Points about 1e19 from every center: α·D is about 1e39, above the
+    # float32 maximum, and the squared distances are near it.
+    monkeypatch.setattr(layers, "SOFT_ASSIGNMENT_IMPLEMENTATION", implementation)
+    x, centers, mixers = _data()
+    x[:4] = 1e19
+    layer = layers.DissimilarityMixtureEncoder(
+        1e20, K, initializers=_initializers(centers, mixers)
+    )
+    S = layer(x).numpy()
+    assert np.all(np.isfinite(S))
+    np.testing.assert_allclose(S.sum(axis=1), 1.0, rtol=1e-6)
+    distance = _oracle_distance("euclidean", x[4:], centers)
+    np.testing.assert_allclose(
+        S[4:], _oracle(distance, centers, mixers[0], 1e20)[0], atol=1e-6
+    )
+
+
 def test_alpha_can_be_annealed():
     x, centers, mixers = _data()
     layer = layers.DissimilarityMixtureEncoder(
