@@ -18,6 +18,7 @@
 // thousands they are expected to be the slow part.
 // NOTE: no timing on a GPU backs this layout yet.
 #include <cstdint>
+#include <limits>
 
 #include "csrc/kernels/soft_assignment_math.h"
 #include "cuda/launch_support.cuh"
@@ -68,6 +69,19 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The minimum of dist[j] over the active clusters, or +inf when there are
+// none, as the CPU's RowMinimum. A min is exact, so the order of the
+// comparisons does not change it.
+template <typename T>
+__device__ T RowMinimum(const T* dist, const ClusterTable<T>& table,
+                        int64_t k) {
+  T row_min = std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < k; ++j) {
+    if (table.active[j] && dist[j] < row_min) row_min = dist[j];
+  }
+  return row_min;
+}
+
 // S[i, :] from D[i, :], the operations of the CPU's SoftmaxRow in the same
 // order; also π̃_i when soft_mixers is not null.
 template <typename T>
@@ -79,12 +93,14 @@ __global__ void __launch_bounds__(kThreads)
   if (i >= n) return;
   const T* dist = distance + i * k;
   T* s = assignments + i * k;
+  const T row_min = RowMinimum(dist, table, k);
 
   bool found = false;
   T max_logit = T(0);
   for (int64_t j = 0; j < k; ++j) {
     if (!table.active[j]) continue;
-    const T z = Logit(dist[j], alpha, table.log_weight[j]);
+    const T z = Logit(DistanceGap(dist[j], row_min), alpha,
+                      table.log_weight[j]);
     if (!found || z > max_logit) max_logit = z;
     found = true;
   }
@@ -92,7 +108,9 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = 0; j < k; ++j) {
     T e = T(0);
     if (table.active[j]) {
-      e = exp(Logit(dist[j], alpha, table.log_weight[j]) - max_logit);
+      const T z = Logit(DistanceGap(dist[j], row_min), alpha,
+                        table.log_weight[j]);
+      e = exp(z - max_logit);
     }
     s[j] = e;
     sum += e;
@@ -176,11 +194,14 @@ __global__ void __launch_bounds__(kThreads)
   total[t] = value;
 }
 
-// Per row: dL/dz (written over `total`), dL/dD and Σ_j dL/dz[i,j]·D[i,j].
+// Per row: dL/dz (written over `total`), dL/dD and Σ_j dL/dz[i,j]·g[i,j],
+// with g the gap D - m of soft_assignment_math.h, which is finite wherever
+// S is nonzero.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    LogitRowsKernel(const T* __restrict__ distance, T alpha, int64_t n,
-                    int64_t k, const T* __restrict__ assignments,
+    LogitRowsKernel(const T* __restrict__ distance, T alpha,
+                    ClusterTable<T> table, int64_t n, int64_t k,
+                    const T* __restrict__ assignments,
                     T* __restrict__ total_then_logit_grad,
                     T* __restrict__ grad_distance,
                     T* __restrict__ alpha_terms) {
@@ -193,6 +214,7 @@ __global__ void __launch_bounds__(kThreads)
     if (s[j] != T(0)) mean += s[j] * g[j];
   }
   const T* dist = distance + i * k;
+  const T row_min = RowMinimum(dist, table, k);
   T* gd = grad_distance + i * k;
   T alpha_term = T(0);
   for (int64_t j = 0; j < k; ++j) {
@@ -203,7 +225,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     g[j] = LogitGradient(s[j], g[j], mean);
     gd[j] = -alpha * g[j];
-    alpha_term += g[j] * dist[j];
+    alpha_term += g[j] * DistanceGap(dist[j], row_min);
   }
   alpha_terms[i] = alpha_term;
 }
@@ -230,7 +252,7 @@ __global__ void __launch_bounds__(kThreads)
   grad_mixers[j] = weight > T(0) ? mixer_term + logit_term / weight : T(0);
 }
 
-// dL/dα = -Σ_i alpha_terms[i] (dz/dα = -D), by one thread in row order.
+// dL/dα = -Σ_i alpha_terms[i] (dz/dα = -g), by one thread in row order.
 template <typename T>
 __global__ void AlphaGradientKernel(const T* __restrict__ alpha_terms,
                                     int64_t n, T* __restrict__ grad_alpha) {
@@ -379,8 +401,8 @@ cudaError_t SoftAssignmentBackwardGpu(const SoftAssignmentInputs<T>& in,
       in, upstream, b.table, b.assignments, b.logit_grads);
   DMAE_RETURN_IF_CUDA_ERROR(cudaGetLastError());
   LogitRowsKernel<<<LinearGrid(n), kThreads, 0, stream>>>(
-      in.distance, in.alpha, n, k, b.assignments, b.logit_grads, out.distance,
-      b.alpha_terms);
+      in.distance, in.alpha, b.table, n, k, b.assignments, b.logit_grads,
+      out.distance, b.alpha_terms);
   DMAE_RETURN_IF_CUDA_ERROR(cudaGetLastError());
 
   DMAE_RETURN_IF_CUDA_ERROR(LaunchWeightedColumns(

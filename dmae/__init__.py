@@ -6,18 +6,58 @@ gradient, never builds an n×k×d tensor. Pure-TF references of every op live
 in dmae.reference; set DMAE_OPS=reference to run them instead of the fused
 ops.
 
-Importing dmae registers the ops with TensorFlow when the op library is
-present and matches the installed TensorFlow, so a SavedModel that uses
-them loads after `import dmae`. When the library cannot be loaded, the
-import still succeeds and the first fused op raises an ImportError with the
-reason.
+After `import dmae`, the ops are registered with TensorFlow as soon as
+TensorFlow is imported, so a SavedModel that uses them loads after
+`import dmae` in either order of the two imports. `import dmae` does not
+import TensorFlow itself, so the `dmae` command answers --help and usage
+errors without TensorFlow's start-up time. When the op library cannot be
+loaded, the imports still succeed and the first fused op raises an
+ImportError with the reason.
 """
 
-from dmae import _ops
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
-_ops.register_ops_if_available()
+
+def _register_ops():
+    from dmae import _ops
+
+    _ops.register_ops_if_available()
+
+
+class _RegisterOpsAfterTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Import finder that registers dmae's ops once `tensorflow` is executed.
+
+    It finds nothing itself. For "tensorflow" it removes itself, gets the
+    spec from the remaining finders and wraps the loader's exec_module, so the
+    ops are registered right after TensorFlow's own import finishes.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            _register_ops()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+if "tensorflow" in sys.modules:
+    _register_ops()
+else:
+    sys.meta_path.insert(0, _RegisterOpsAfterTensorFlowImport())
 
 
 def __getattr__(name):

@@ -89,7 +89,7 @@ def _unit_list(text):
 
 def build_parser():
     from dmae import datasets
-    from dmae.models import DEFAULTS
+    from dmae.defaults import DEFAULTS
 
     parser = _ArgumentParser(
         prog="dmae",

@@ -19,7 +19,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from sklearn import datasets as sklearn_datasets
+
+# scikit-learn is imported inside the functions that use it, because
+# `dmae --help` imports this module for NAMES, and sklearn.datasets takes
+# about a second to import.
 
 NAMES = (
     "digits",
@@ -100,6 +103,8 @@ def load(
             raise ValueError("dataset 'file' needs a path (--data FILE)")
         dataset = load_file(path, labels_column)
     elif name == "digits":
+        from sklearn import datasets as sklearn_datasets
+
         digits = sklearn_datasets.load_digits()
         dataset = Dataset(
             name, digits.data / 16.0, digits.target, image_shape=(8, 8, 1)
@@ -361,6 +366,8 @@ def load_mnist_like(name, data_dir):
 
 
 def _generate(name, n_samples, seed):
+    from sklearn import datasets as sklearn_datasets
+
     rng = np.random.default_rng(seed)
     state = int(rng.integers(2**31 - 1))
     if name == "moons":

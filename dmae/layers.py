@@ -20,9 +20,11 @@ keras.saving.register_keras_serializable.
 
 Where these layers differ from upstream dmae 1.1.2 on purpose:
 - α is a non-trainable float32 weight named "alpha", created last, so it can be
-  annealed with `layer.alpha.assign(value)` and is cast to the compute dtype
-  under mixed precision (upstream stored a float32 constant). set_weights also
-  takes the upstream list, without α.
+  annealed with `layer.alpha.assign(value)` (upstream stored a float32
+  constant). set_weights also takes the upstream list, without α.
+- Under a float16 or bfloat16 compute dtype (Keras mixed precision), D is
+  computed in that dtype, but the soft assignment runs in float32 and its
+  outputs are cast back. In float16, α above 65504 would be inf and S NaN.
 - Every layer uses π⁺ = max(π, 0); a cluster with π_j <= 0 gets S = 0 and no
   log of zero is taken (upstream mixed log|π| and log relu(π), giving NaN at 0).
 - The encoders return S (upstream DissimilarityMixtureEncoderCov returned an
@@ -233,16 +235,23 @@ class _DissimilarityMixtureBase(keras.layers.Layer):
         centers = tf.cast(self.centers, self.compute_dtype)
         inputs = tf.cast(inputs, self.compute_dtype)
         distance = self._distance(inputs, centers, precisions)
-        mixers = tf.reshape(tf.cast(self.mixers, self.compute_dtype), [-1])
-        alpha = tf.cast(self.alpha, self.compute_dtype)
-        return ops.soft_assignment(
-            distance,
-            centers,
-            mixers,
-            alpha,
-            precisions if soft_covariance else None,
+
+        # float16 cannot hold α > 65504, so α·D would be inf and S NaN.
+        dtype = self.compute_dtype
+        if dtype in ("float16", "bfloat16"):
+            dtype = "float32"
+        covariances = None
+        if soft_covariance:
+            covariances = tf.cast(precisions, dtype)
+        outputs = ops.soft_assignment(
+            tf.cast(distance, dtype),
+            tf.cast(centers, dtype),
+            tf.reshape(tf.cast(self.mixers, dtype), [-1]),
+            tf.cast(self.alpha, dtype),
+            covariances,
             implementation=SOFT_ASSIGNMENT_IMPLEMENTATION,
         )
+        return tuple(tf.cast(t, self.compute_dtype) for t in outputs)
 
     def _distance(self, inputs, centers, covariances):
         if self.dissimilarity is not None:

@@ -249,6 +249,12 @@ def soft_assignment(
     S = softmax(-alpha * distance). Runs the C++ op Dmae>SoftAssignment, or
     dmae.reference.soft_assignment when DMAE_OPS=reference.
 
+    Both subtract each row's minimum distance over the clusters that can get
+    S > 0 before multiplying by alpha, so rows with huge or infinite
+    distances stay valid distributions. A cluster whose distance is +inf, or
+    whose gap to the nearest overflows, gets S = 0. A row whose distances are
+    all +inf gets S = π⁺ / Σπ⁺.
+
     Args:
       distance: [n, k] dissimilarities to the k centers (float16 and bfloat16
         are computed in float32).

@@ -136,6 +136,28 @@ _PLAIN_KINDS = {
 }
 
 
+@tf.custom_gradient
+def _distance_gaps(distance, active):
+    """Return D - m for m the row minimum of D over the active clusters.
+
+    A distance equal to m gets a gap of exactly 0, also when both are +inf.
+    Inactive clusters get 0. m is a constant of the gradient, so
+    d(gap)/dD = 1 everywhere, including the ties, which tf.where would cut.
+    """
+    infinity = tf.constant(float("inf"), distance.dtype)
+    active = tf.broadcast_to(active, tf.shape(distance))
+    row_min = tf.reduce_min(
+        tf.where(active, distance, infinity), axis=-1, keepdims=True
+    )
+    tie = tf.logical_or(tf.logical_not(active), tf.equal(distance, row_min))
+    gaps = tf.where(tie, tf.zeros_like(distance), distance - row_min)
+
+    def grad(upstream):
+        return upstream, None
+
+    return gaps, grad
+
+
 def soft_assignment(distance, centers, mixers, alpha, covariances=None):
     """Reference of the soft-assignment op.
 
@@ -145,6 +167,13 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None):
     Returns (S [n, k], S·centers [n, d], S·π⁺ [n]) and, when covariances
     [k, d, d] are given, also Σ_j S[i, j] covariances[j] ([n, d, d]) as a
     fourth element. float16 and bfloat16 are computed in float32.
+
+    The logits are log π⁺ - alpha·(D - m), with m the row minimum of D over
+    the clusters that can get S > 0. This is the same softmax, but it stays
+    defined for huge or infinite distances, as the fused op does
+    (csrc/kernels/soft_assignment_math.h). A cluster whose gap D - m is +inf
+    gets S = 0, and a row whose distances are all +inf is split in
+    proportion to π⁺.
     """
     dtype = distance.dtype
     compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
@@ -159,10 +188,21 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None):
         tf.math.log(tf.where(positive, weights, tf.ones_like(weights))),
         tf.constant(-float("inf"), compute),
     )
-    log_weights = tf.where(
-        tf.reduce_any(positive), log_weights, tf.zeros_like(log_weights)
+    any_positive = tf.reduce_any(positive)
+    log_weights = tf.where(any_positive, log_weights, tf.zeros_like(log_weights))
+    active = tf.logical_or(positive, tf.logical_not(any_positive))
+
+    # An infinite gap is replaced by 0 inside the product, so that neither
+    # 0·inf in the forward nor inf·0 in the gradient of alpha makes a NaN.
+    gaps = _distance_gaps(distance, active)
+    infinite = tf.math.is_inf(gaps)
+    finite_gaps = tf.where(infinite, tf.zeros_like(gaps), gaps)
+    logits = tf.where(
+        infinite,
+        tf.constant(-float("inf"), compute),
+        log_weights - alpha * finite_gaps,
     )
-    assignments = tf.nn.softmax(-alpha * distance + log_weights, axis=-1)
+    assignments = tf.nn.softmax(logits, axis=-1)
     outputs = [
         assignments,
         tf.matmul(assignments, centers),

@@ -242,6 +242,37 @@ def test_help_names_units(capsys):
     assert "Adam step size" in out
 
 
+def imported_modules(stderr):
+    """Names of the modules that `python -X importtime` reported importing."""
+    return {
+        line.rsplit("|", 1)[-1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
+@pytest.mark.parametrize(
+    "argv, status",
+    [(["--help"], 0), (["cluster", "--help"], 0), (["cluster", "--alpha", "-1"], 2)],
+    ids=["help", "cluster-help", "usage-error"],
+)
+def test_parsing_skips_tensorflow(argv, status):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dmae.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+        cwd=SUBPROCESS_CWD,
+    )
+    assert result.returncode == status, result.stderr[-2000:]
+    modules = imported_modules(result.stderr)
+    assert "dmae" in modules
+    assert "tensorflow" not in modules
+    assert "keras" not in modules
+    assert "sklearn" not in modules
+
+
 def test_info(capsys):
     status, out, _ = run_main(["info"], capsys)
     assert status == 0

@@ -200,14 +200,19 @@ def test_soft_assignment_gpu_matches_cpu(dtype, shape, with_covariances):
 @needs_gpu_kernels
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda t: t.name)
 def test_soft_assignment_gpu_edge_cases(dtype):
-    """Equal distances, huge alpha and zero weights give the CPU's values."""
+    """Equal distances, huge alpha or D and zero weights give the CPU's values."""
     distance = np.array([[1.0, 1.0, 1.0], [0.0, 1e-3, 5.0]])
     centers = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    big = float(np.finfo(dtype.as_numpy_dtype).max)
+    huge = np.array([[0.9 * big, 0.5 * big, 0.9 * big], [big, big, big]])
+    infinite = np.array([[np.inf, 2.0, np.inf], [np.inf, np.inf, np.inf]])
     cases = {
         "equal points": (distance, np.ones(3), 1.0),
         "huge alpha": (distance, np.ones(3), 1e4),
         "zero weight": (distance, np.array([0.5, 0.0, 0.5]), 1.0),
         "all zero weights": (distance, np.zeros(3), 1.0),
+        "huge distances": (huge, np.array([1.0, 2.0, 4.0]), 3.0),
+        "infinite distances": (infinite, np.array([0.0, 1.0, 3.0]), 3.0),
     }
     for name, (dist, mixers, alpha) in cases.items():
         inputs = (dist, centers, mixers, np.zeros((3, 2, 2)))
@@ -227,6 +232,11 @@ def test_soft_assignment_gpu_edge_cases(dtype):
     s = run_soft_on("/GPU:0", inputs, alpha, dtype, False)[0].numpy()
     assert s[0, 1] == 0.0
     assert s[1, 1] == 0.0
+    # A row of +inf distances is split in proportion to π⁺.
+    dist, mixers, alpha = cases["infinite distances"]
+    inputs = (dist, centers, mixers, np.zeros((3, 2, 2)))
+    s = run_soft_on("/GPU:0", inputs, alpha, dtype, False)[0].numpy()
+    np.testing.assert_allclose(s, [[0.0, 1.0, 0.0], [0.0, 0.25, 0.75]], rtol=1e-6)
 
 
 @needs_gpu_kernels

@@ -233,6 +233,25 @@ def test_zero_mixing_weight_gives_no_nan():
     np.testing.assert_array_equal(S[:, 0], np.zeros(N))
 
 
+@pytest.mark.parametrize("implementation", ["reference", "fused"])
+def test_far_points_give_valid_assignments(implementation, monkeypatch):
+    # Points about 1e19 from every center: α·D is about 1e39, above the
+    # float32 maximum, and the squared distances are near it.
+    monkeypatch.setattr(layers, "SOFT_ASSIGNMENT_IMPLEMENTATION", implementation)
+    x, centers, mixers = _data()
+    x[:4] = 1e19
+    layer = layers.DissimilarityMixtureEncoder(
+        1e20, K, initializers=_initializers(centers, mixers)
+    )
+    S = layer(x).numpy()
+    assert np.all(np.isfinite(S))
+    np.testing.assert_allclose(S.sum(axis=1), 1.0, rtol=1e-6)
+    distance = _oracle_distance("euclidean", x[4:], centers)
+    np.testing.assert_allclose(
+        S[4:], _oracle(distance, centers, mixers[0], 1e20)[0], atol=1e-6
+    )
+
+
 def test_alpha_can_be_annealed():
     x, centers, mixers = _data()
     layer = layers.DissimilarityMixtureEncoder(
@@ -418,6 +437,55 @@ def test_mixed_precision_fit():
     assert layer.alpha.dtype == "float32"
     assert outputs[0].dtype == tf.float16
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.fixture
+def mixed_float16():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.mark.parametrize("implementation", ["reference", "fused"])
+def test_mixed_precision_alpha_above_float16_max(
+    implementation, mixed_float16, monkeypatch
+):
+    # α = 1e5 is inf in float16 (maximum 65504).
+    monkeypatch.setattr(layers, "SOFT_ASSIGNMENT_IMPLEMENTATION", implementation)
+    x, centers, mixers = _data()
+    encoder = layers.DissimilarityMixtureEncoder(
+        1e5, K, initializers=_initializers(centers, mixers)
+    )
+    autoencoder = layers.DissimilarityMixtureAutoencoder(
+        1e5, K, initializers=_initializers(centers, mixers)
+    )
+    S = encoder(x)
+    mu_tilde, pi_tilde = autoencoder(x)
+
+    assert encoder.compute_dtype == "float16"
+    assert S.dtype == tf.float16
+    assert mu_tilde.dtype == tf.float16
+    assert pi_tilde.dtype == tf.float16
+    distance = _oracle_distance("euclidean", x, centers)
+    nearest = np.argmin(distance, axis=1)
+    # The gaps to the second nearest center are above 1e-3, so α·gap > 100.
+    assert np.all(np.diff(np.sort(distance, axis=1)[:, :2], axis=1) > 1e-3)
+    np.testing.assert_array_equal(S.numpy(), np.eye(K)[nearest])
+    np.testing.assert_allclose(mu_tilde.numpy(), centers[nearest], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(pi_tilde.numpy(), mixers[0, nearest], rtol=1e-3)
+
+
+def test_mixed_precision_matches_oracle(mixed_float16):
+    x, centers, mixers = _data()
+    encoder = layers.DissimilarityMixtureEncoder(
+        2.0, K, initializers=_initializers(centers, mixers)
+    )
+    distance = _oracle_distance("euclidean", x, centers)
+    expected = _oracle(distance, centers, mixers[0], 2.0)[0]
+    np.testing.assert_allclose(encoder(x).numpy(), expected, atol=2e-3)
 
 
 def test_mirrored_strategy_two_cpus():

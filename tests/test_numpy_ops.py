@@ -445,6 +445,27 @@ def test_soft_assignment_matches_the_op_bit_for_bit(dtype, with_covariances, n):
         np.testing.assert_array_equal(a, np.asarray(b), err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_soft_assignment_huge_and_infinite_distances(dtype):
+    big = np.finfo(dtype).max
+    distance = np.array(
+        [[0.9 * big, 0.5 * big, big], [np.inf, np.inf, np.inf], [np.inf, 1.0, 2.0]],
+        dtype,
+    )
+    mixers = np.array([1.0, 2.0, 1.0], dtype)
+    s, _, _ = numpy_ops.soft_assignment(distance, np.ones((3, 1), dtype), mixers, 3.0)
+    e = np.exp(-3.0)
+    np.testing.assert_allclose(
+        s,
+        [[0.0, 1.0, 0.0], [0.25, 0.5, 0.25], [0.0, 2 / (2 + e), e / (2 + e)]],
+        rtol=1e-6,
+    )
+    expected = ops.soft_assignment(
+        distance, np.ones((3, 1), dtype), mixers, tf.constant(3.0, dtype)
+    )[0]
+    np.testing.assert_array_equal(s, expected.numpy())
+
+
 def test_soft_assignment_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match=r"distance must have one column per center"):
         numpy_ops.soft_assignment(np.ones((2, 3)), np.ones((4, 2)), np.ones(4), 1.0)

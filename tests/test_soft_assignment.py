@@ -379,6 +379,218 @@ def test_rows_sum_to_one(dtype):
     np.testing.assert_allclose(np.sum(s, axis=1), 1.0, atol=30 * eps)
 
 
+# --- huge and infinite distances -------------------------------------------
+
+IMPLEMENTATIONS = {"fused": ops.soft_assignment, "reference": reference.soft_assignment}
+
+
+def finite_max(dtype):
+    return float(np.finfo(dtype.as_numpy_dtype).max)
+
+
+def huge_distance_inputs(dtype):
+    """Rows with D near the dtype's maximum beside ordinary rows, α = 3.
+
+    Each huge row has α·D above the maximum, so logits log π - α·D are -inf
+    in every column.
+    """
+    big = finite_max(dtype)
+    distance = [
+        [0.9 * big, 0.5 * big, 0.9 * big],
+        [0.0, 0.25, 0.5],
+        [0.9 * big, 0.9 * big, 0.9 * big],
+        [big, big, 0.5 * big],
+        [0.5, 0.0, 1.0],
+    ]
+    return {
+        "distance": tf.constant(distance, dtype),
+        "centers": tf.constant([[1.0], [2.0], [4.0]], dtype),
+        "mixers": tf.constant([1.0, 2.0, 4.0], dtype),
+        "alpha": tf.constant(3.0, dtype),
+    }
+
+
+def expected_assignments(distance, mixers, alpha):
+    """S ∝ π_j exp(-α (D_j - min D)), in float64, for finite rows."""
+    distance = np.asarray(distance, np.float64)
+    gaps = distance - distance.min(axis=1, keepdims=True)
+    weighted = np.asarray(mixers, np.float64) * np.exp(-alpha * gaps)
+    return weighted / weighted.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda t: t.name)
+def test_huge_distances_give_valid_rows(dtype, implementation):
+    inputs = huge_distance_inputs(dtype)
+    s, mu, pi = IMPLEMENTATIONS[implementation](**inputs)
+    s, mu, pi = s.numpy(), mu.numpy(), pi.numpy()
+    ordinary = expected_assignments([[0.0, 0.25, 0.5], [0.5, 0.0, 1.0]], [1, 2, 4], 3.0)
+    expected = [
+        [0.0, 1.0, 0.0],
+        ordinary[0],
+        # Equal distances: S = π / Σπ.
+        [1 / 7, 2 / 7, 4 / 7],
+        [0.0, 0.0, 1.0],
+        ordinary[1],
+    ]
+    rtol = 1e-6 if dtype == tf.float32 else 1e-14
+    assert np.all(np.isfinite(s))
+    assert np.all(np.isfinite(mu))
+    assert np.all(np.isfinite(pi))
+    np.testing.assert_allclose(s, expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(s.sum(axis=1), 1.0, rtol=rtol)
+    np.testing.assert_allclose(mu[:, 0], np.dot(expected, [1.0, 2.0, 4.0]), rtol=rtol)
+    np.testing.assert_allclose(pi, np.dot(expected, [1.0, 2.0, 4.0]), rtol=rtol)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda t: t.name)
+def test_alpha_times_distance_overflows(dtype, implementation):
+    # α·D is 1e40 in float32 and 1e310 in float64, both above the maximum.
+    scale = 1e30 if dtype == tf.float32 else 1e300
+    distance = tf.constant([[scale, scale, 2 * scale], [scale, 0.0, scale]], dtype)
+    s, _, _ = IMPLEMENTATIONS[implementation](
+        distance, tf.zeros([3, 2], dtype), tf.constant([1.0, 2.0, 1.0], dtype), 1e10
+    )
+    np.testing.assert_allclose(
+        s.numpy(), [[1 / 3, 2 / 3, 0.0], [0.0, 1.0, 0.0]], rtol=1e-7
+    )
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.name)
+def test_infinite_distances(dtype, implementation):
+    inf = np.inf
+    distance = tf.constant(
+        [
+            [inf, 5.0, inf],  # one finite cluster takes the row
+            [5.0, inf, inf],  # that cluster has π = 0: a tie at +inf
+            [inf, inf, inf],  # all at +inf: S = π⁺ / Σπ⁺
+            [1.0, -inf, 2.0],  # an active cluster at -inf takes the row
+            [-inf, 1.0, 1.0],  # the inactive cluster at -inf takes no part
+            [0.5, 0.0, 0.25],
+        ],
+        dtype,
+    )
+    mixers = tf.constant([0.0, 1.0, 3.0], dtype)
+    s, mu, pi = IMPLEMENTATIONS[implementation](
+        distance, tf.constant([[1.0], [2.0], [3.0]], dtype), mixers, 2.0
+    )
+    s = s.numpy().astype(np.float64)
+    expected = [
+        [0.0, 1.0, 0.0],
+        [0.0, 0.25, 0.75],
+        [0.0, 0.25, 0.75],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.25, 0.75],
+        [0.0, *expected_assignments([[0.0, 0.25]], [1.0, 3.0], 2.0)[0]],
+    ]
+    rtol = TOLERANCE[dtype][0]
+    np.testing.assert_allclose(s, expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(s.sum(axis=1), 1.0, rtol=rtol)
+    assert np.all(np.isfinite(mu.numpy().astype(np.float64)))
+    assert np.all(np.isfinite(pi.numpy().astype(np.float64)))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_infinite_distances_with_all_weights_zero(implementation):
+    # Every cluster is active, so the +inf clusters tie and -inf wins.
+    inf = np.inf
+    distance = tf.constant([[inf, inf, inf], [2.0, -inf, -inf], [inf, 1.0, 3.0]])
+    s, _, _ = IMPLEMENTATIONS[implementation](
+        distance, tf.zeros([3, 1]), tf.zeros([3]), 1.0
+    )
+    e = np.exp(-2.0)
+    np.testing.assert_allclose(
+        s.numpy(),
+        [[1 / 3, 1 / 3, 1 / 3], [0.0, 0.5, 0.5], [0.0, 1 / (1 + e), e / (1 + e)]],
+        rtol=1e-6,
+    )
+
+
+def test_zero_alpha_with_infinite_distance():
+    # 0·inf is NaN, but a cluster at an infinite gap gets S = 0 for any α.
+    distance = tf.constant([[np.inf, 1.0, 5.0]], tf.float64)
+    args = (
+        distance,
+        tf.zeros([3, 1], tf.float64),
+        tf.constant([1.0, 1.0, 3.0], tf.float64),
+        0.0,
+    )
+    for implementation, fn in IMPLEMENTATIONS.items():
+        s, _, _ = fn(*args)
+        np.testing.assert_allclose(
+            s.numpy(), [[0.0, 0.25, 0.75]], rtol=1e-15, err_msg=implementation
+        )
+
+
+def extreme_inputs(dtype, covariances=False):
+    """huge_distance_inputs plus rows with infinite distances."""
+    inputs = huge_distance_inputs(dtype)
+    inf = np.inf
+    extra = tf.constant([[inf, 2.0, inf], [inf, inf, inf], [1.0, inf, 0.5]], dtype)
+    inputs["distance"] = tf.concat([inputs["distance"], extra], axis=0)
+    if covariances:
+        rng = np.random.default_rng(4)
+        inputs["covariances"] = tf.constant(rng.normal(size=(3, 1, 1)), dtype)
+    return inputs
+
+
+@pytest.mark.parametrize("covariances", [False, True])
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda t: t.name)
+def test_extreme_rows_match_reference(dtype, covariances):
+    inputs = extreme_inputs(dtype, covariances)
+    rtol, atol = TOLERANCE[dtype]
+    got = ops.soft_assignment(**inputs)
+    want = reference.soft_assignment(**inputs)
+    for g, w in zip(got, want, strict=True):
+        assert np.all(np.isfinite(g.numpy()))
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=rtol, atol=atol)
+
+    fused_grads = gradients(ops.soft_assignment, inputs)
+    reference_grads = gradients(reference.soft_assignment, inputs)
+    for name in inputs:
+        fused, expected = fused_grads[name].numpy(), reference_grads[name].numpy()
+        assert np.all(np.isfinite(fused)), name
+        # As in test_gradients_match_reference: the sums round differently.
+        np.testing.assert_allclose(
+            fused,
+            expected,
+            rtol=10 * rtol,
+            atol=10 * atol * max(1.0, np.abs(expected).max()),
+            err_msg=name,
+        )
+
+
+def test_alpha_gradient_is_zero_on_tied_rows():
+    # A row of equal distances, finite or not, does not depend on α.
+    inputs = extreme_inputs(tf.float64)
+    inputs["distance"] = tf.constant([[np.inf] * 3, [1e308] * 3, [2.0] * 3], tf.float64)
+    for fn in IMPLEMENTATIONS.values():
+        grads = gradients(fn, inputs)
+        assert grads["alpha"].numpy() == 0.0
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_gradient_check_after_shift_float64(implementation):
+    # Distances far from 0 with gaps of order 1: the shift by the row
+    # minimum must leave the gradients of D and α as they were.
+    inputs = make_inputs(5, 4, 2, alpha=1.7)
+    inputs["distance"] = inputs["distance"] + 1e3
+    fn = IMPLEMENTATIONS[implementation]
+    for name in ("distance", "alpha", "mixers"):
+
+        def as_function_of(value, name=name):
+            return weighted_total(fn(**{**inputs, name: value}))
+
+        theoretical, numerical = tf.test.compute_gradient(
+            as_function_of, [inputs[name]], delta=1e-6
+        )
+        np.testing.assert_allclose(
+            theoretical[0], numerical[0], rtol=1e-6, atol=1e-6, err_msg=name
+        )
+
+
 # --- shapes -----------------------------------------------------------------
 
 

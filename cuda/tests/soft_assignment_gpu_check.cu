@@ -4,12 +4,13 @@
 //   soft_assignment_gpu_check [--no-timing] [--timing-csv PATH]
 //
 // For float and double, with and without covariances, on shapes that cross
-// the 256-thread blocks and reach n = 0 and k = 1, and on mixing weights with
-// a zero entry, all zeros and a huge alpha, it compares S, μ̃, π̃, Σ̃ and every
-// gradient with SoftAssignmentForwardCpu/SoftAssignmentBackwardCpu (one
-// thread), and checks that two GPU runs are bit-identical. The error of a
-// result is max|gpu - cpu| / max(max|cpu|, 1); it must stay within 1e-5 for
-// float and 1e-12 for double. Exit status 0 means every check passed.
+// the 256-thread blocks and reach n = 0 and k = 1, on mixing weights with a
+// zero entry, all zeros and a huge alpha, and on distances of +inf or near
+// the dtype's maximum, it compares S, μ̃, π̃, Σ̃ and every gradient with
+// SoftAssignmentForwardCpu/SoftAssignmentBackwardCpu (one thread), and checks
+// that two GPU runs are bit-identical. The error of a result is
+// max|gpu - cpu| / max(max|cpu|, 1); it must stay within 1e-5 for float and
+// 1e-12 for double. Exit status 0 means every check passed.
 //
 // Timing (float32, CUDA events, median of 5 runs after one warm-up): forward
 // and forward+backward without covariances at (n, k, d) = (65536, 100, 64)
@@ -23,6 +24,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -42,7 +44,32 @@ struct Case {
   bool with_covariances;
   int mixers;  // 0: random positive, 1: one zero weight, 2: all zero
   double alpha;
+  // When true, three rows in four get distances of +inf or near the
+  // dtype's maximum (see MakeExtremeRows).
+  bool extreme_distances = false;
 };
+
+// Rewrites row i of the n×k distances by i mod 4. At 0 the row is all +inf.
+// At 1 it is +inf except 1 in column i % k. At 2 it is 0.9 of the dtype's
+// maximum except 0.5 of it in column i % k. At 3 it keeps its random values.
+template <typename T>
+void MakeExtremeRows(int64_t n, int64_t k, std::vector<T>* distance) {
+  const T infinity = std::numeric_limits<T>::infinity();
+  const T big = std::numeric_limits<T>::max();
+  for (int64_t i = 0; i < n; ++i) {
+    T* row = distance->data() + i * k;
+    const int64_t nearest = i % k;
+    if (i % 4 == 0) std::fill(row, row + k, infinity);
+    if (i % 4 == 1) {
+      std::fill(row, row + k, infinity);
+      row[nearest] = T(1);
+    }
+    if (i % 4 == 2) {
+      std::fill(row, row + k, T(0.9) * big);
+      row[nearest] = T(0.5) * big;
+    }
+  }
+}
 
 template <typename T>
 std::vector<T> Random(size_t count, double low, double high,
@@ -150,6 +177,7 @@ void CheckCase(const Case& c, const char* type) {
       Random<T>(n, -1.0, 1.0, &rng),      Random<T>(n * dd, -1.0, 1.0, &rng)};
   if (c.mixers == 1 && k > 1) host[2][1] = T(0);
   if (c.mixers == 2) std::fill(host[2].begin(), host[2].end(), T(0));
+  if (c.extreme_distances) MakeExtremeRows(n, k, &host[0]);
 
   const auto gpu = RunGpu<T>(c, host);
   const auto again = RunGpu<T>(c, host);
@@ -254,6 +282,7 @@ int main(int argc, char** argv) {
       {"zero weight", 300, 5, 4, false, 1, 1.0},
       {"all zero weights", 300, 5, 4, true, 2, 1.0},
       {"huge alpha", 300, 5, 4, false, 0, 1e4},
+      {"huge and infinite distances", 300, 5, 4, true, 1, 3.0, true},
   };
   for (const dmae::Case& c : cases) {
     dmae::CheckCase<float>(c, "float");
