@@ -193,6 +193,15 @@ def build_parser():
         "pretraining (default: on for image data, which --no-augment turns off)",
     )
     model.add_argument(
+        "--noise-std",
+        type=_non_negative_float,
+        default=DEFAULTS["noise_std"],
+        help="standard deviation of the Gaussian noise added to the encoder's "
+        "input during pretraining, in the units of the scaled features "
+        "(digits and MNIST: [0, 1]); 0 turns it off "
+        f"(default: {DEFAULTS['noise_std']:g})",
+    )
+    model.add_argument(
         "--p",
         type=_minkowski_exponent,
         default=2.0,
@@ -530,6 +539,7 @@ def _model_settings(args, dataset):
         "hidden_units": args.hidden_units,
         "image_shape": dataset.image_shape,
         "augment": args.augment,
+        "noise_std": args.noise_std,
         "lambda_c": args.lambda_c,
         "lambda_r": args.lambda_r,
         "pretrain_epochs": args.pretrain_epochs,

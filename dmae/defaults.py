@@ -22,6 +22,7 @@ DEFAULTS = {
     "latent_dim": 10,
     "hidden_units": (500, 500, 2000),
     "architecture": "dense",
+    "noise_std": 0.0,
     "lambda_c": 0.1,
     "lambda_r": 1.0,
     "pretrain_epochs": 300,

@@ -161,21 +161,38 @@ def _graph_loss(code, eigenmap):
 class _PretrainModel(_DistributedLogs, keras.Model):
     """The autoencoder trained alone on the MSE, with optional augmentation.
 
-    When fit gets y, the rows of a Laplacian eigenmap, the loss adds
-    graph_weight times _graph_loss of the codes.
+    With noise_std > 0 it is a denoising autoencoder: the encoder sees the
+    (augmented) input plus Gaussian noise and the decoder must return the
+    input without the noise. When fit gets y, the rows of a Laplacian
+    eigenmap, the loss adds graph_weight times _graph_loss of the codes.
     """
 
-    def __init__(self, encoder, decoder, augmenter=None, graph_weight=0.0, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        augmenter=None,
+        graph_weight=0.0,
+        noise_std=0.0,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.augmenter = augmenter
         self.graph_weight = graph_weight
+        self.corruption = (
+            keras.layers.GaussianNoise(noise_std, seed=seed) if noise_std > 0 else None
+        )
 
     def call(self, x, training=False):
         if self.augmenter is not None and training:
             x = self.augmenter(x, training=True)
-        code = self.encoder(x, training=training)
+        corrupted = x
+        if self.corruption is not None and training:
+            corrupted = self.corruption(x, training=True)
+        code = self.encoder(corrupted, training=training)
         return x, code, self.decoder(code, training=training)
 
     def compute_loss(
@@ -296,6 +313,9 @@ class DeepDMAE:
         "conv" and augment.
       augment: shift and rotate images during pretraining; None (default)
         augments when image_shape is given.
+      noise_std: standard deviation, in the units of the input features, of
+        the Gaussian noise added to the encoder's input during pretraining
+        (a denoising autoencoder); 0 turns it off.
       lambda_c, lambda_r: weights of the clustering and reconstruction losses.
       pretrain_epochs, epochs: epochs of autoencoder pretraining and of joint
         training.
@@ -325,6 +345,7 @@ class DeepDMAE:
         hidden_units=DEFAULTS["hidden_units"],
         image_shape=None,
         augment=None,
+        noise_std=DEFAULTS["noise_std"],
         lambda_c=DEFAULTS["lambda_c"],
         lambda_r=DEFAULTS["lambda_r"],
         pretrain_epochs=DEFAULTS["pretrain_epochs"],
@@ -364,6 +385,10 @@ class DeepDMAE:
         for name, value in (("pretrain_epochs", pretrain_epochs), ("epochs", epochs)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, but is {value}")
+        if not (math.isfinite(noise_std) and noise_std >= 0):
+            raise ValueError(
+                f"noise_std must be a finite number >= 0, but is {noise_std}"
+            )
         if not (math.isfinite(graph_weight) and graph_weight >= 0):
             raise ValueError(
                 f"graph_weight must be a finite number >= 0, but is {graph_weight}"
@@ -384,6 +409,7 @@ class DeepDMAE:
             if image_shape is None
             else [int(s) for s in image_shape],
             "augment": bool(augment),
+            "noise_std": float(noise_std),
             "lambda_c": float(lambda_c),
             "lambda_r": float(lambda_r),
             "pretrain_epochs": int(pretrain_epochs),
@@ -431,6 +457,8 @@ class DeepDMAE:
                 self.decoder,
                 augmenter,
                 config["graph_weight"],
+                config["noise_std"],
+                config["seed"],
                 name="autoencoder",
             )
             self.joint = _JointModel(

@@ -92,15 +92,17 @@ def test_cluster_writes_outputs(tmp_path, capsys):
 def test_cluster_graph_settings_saved(tmp_path, capsys):
     output = tmp_path / "run"
     argv = ["cluster", "--dataset", "moons", *TINY, "--output", str(output)]
-    argv += ["--graph-weight", "2.5", "--neighbors", "6"]
+    argv += ["--graph-weight", "2.5", "--neighbors", "6", "--noise-std", "0.05"]
     status, _, err = run_main(argv, capsys)
     assert status == 0, err
     settings = json.loads((output / "metrics.json").read_text())["settings"]
+    assert settings["noise_std"] == 0.05
     assert settings["graph_weight"] == 2.5
     assert settings["neighbors"] == 6
     config = json.loads((output / "model" / "config.json").read_text())
     assert config["graph_weight"] == 2.5
     assert config["neighbors"] == 6
+    assert config["noise_std"] == 0.05
 
 
 def test_cluster_unlabeled_file(tmp_path, capsys):
@@ -137,6 +139,10 @@ BAD_INPUTS = [
         r"argument --graph-weight: must be a number >= 0, but is -1",
     ),
     (["--neighbors", "0"], r"argument --neighbors: must be an integer >= 1, but is 0"),
+    (
+        ["--noise-std", "-0.5"],
+        r"argument --noise-std: must be a number >= 0, but is -0.5",
+    ),
     (
         ["--data", "{tmp}/few.npy", "--clusters", "2", "--graph-weight", "1"],
         r"--neighbors must be below the 3 samples, but is 10",

@@ -223,6 +223,7 @@ def test_save_load_keeps_graph_settings(tmp_path):
     model.fit(x, verbose=0)
     model.save(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["noise_std"] == model.config["noise_std"]
     assert saved["graph_weight"] == 0.5
     assert saved["neighbors"] == 7
     loaded = DeepDMAE.load(tmp_path / "model")
@@ -230,6 +231,35 @@ def test_save_load_keeps_graph_settings(tmp_path):
     np.testing.assert_allclose(
         loaded.predict_proba(x), model.predict_proba(x), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("noise_std", [-0.1, float("nan"), float("inf")])
+def test_invalid_noise_std(noise_std):
+    with pytest.raises(ValueError, match=r"noise_std must be a finite number >= 0"):
+        DeepDMAE(3, noise_std=noise_std)
+
+
+def test_denoising_pretraining():
+    x, _ = blobs()
+    model = DeepDMAE(3, noise_std=0.5, seed=1, **TINY)
+    model.fit(x, verbose=0)
+    # The noise corrupts the encoder's input only while training, so
+    # inference is deterministic and the target is the clean input.
+    inputs, code, reconstruction = model.autoencoder(x, training=True)
+    np.testing.assert_array_equal(inputs.numpy(), x)
+    np.testing.assert_array_equal(model.transform(x), model.transform(x))
+    clean_code = model.encoder(x).numpy()
+    spread = np.abs(code.numpy() - clean_code).max()
+    assert spread > 1e-3
+    assert reconstruction.shape == x.shape
+
+    plain = DeepDMAE(3, seed=1, **TINY)
+    plain.fit(x, verbose=0)
+    assert model.history["pretrain"]["loss"] != plain.history["pretrain"]["loss"]
+
+    again = DeepDMAE(3, noise_std=0.5, seed=1, **TINY)
+    again.fit(x, verbose=0)
+    assert again.history["pretrain"]["loss"] == model.history["pretrain"]["loss"]
 
 
 def test_fewer_samples_than_clusters():
