@@ -161,9 +161,9 @@ def _graph_loss(code, eigenmap):
 class _PretrainModel(_DistributedLogs, keras.Model):
     """The autoencoder trained alone on the MSE, with optional augmentation.
 
-    With noise_std > 0 it is a denoising autoencoder: the encoder sees the
-    (augmented) input plus Gaussian noise and the decoder must return the
-    input without the noise. When fit gets y, the rows of a Laplacian
+    With noise_std > 0 it is a denoising autoencoder: Gaussian noise is added
+    to the encoder's (augmented) input, and the target of the decoder is
+    that input without the noise. When fit gets y, the rows of a Laplacian
     eigenmap, the loss adds graph_weight times _graph_loss of the codes.
     """
 
