@@ -198,9 +198,9 @@ void Gemm(int64_t m, int64_t n, int64_t depth, const StridedMatrix<T>& a,
   const int64_t cost_per_unit = 2 * kMc * kNcPanels * kNr<T> * depth;
   parallel_for(row_blocks * column_blocks, cost_per_unit, [&](int64_t begin,
                                                               int64_t end) {
-    // Sized for this product, not for a full kMc×kKc block: products with
-    // few rows or a short depth are called many times in a row, and zeroing
-    // the full block (48 KiB in float) would cost as much as their work.
+    // Sized for this product, not for a full kMc×kKc block. Callers run
+    // products with few rows or a short depth many times in a row, and
+    // zeroing the full block (48 KiB in float) costs as much as their work.
     const int64_t block_rows = std::min(kMc, (m + kMr - 1) / kMr * kMr);
     std::vector<T> packed_a(
         static_cast<size_t>(block_rows * std::min(kKc, depth)));
