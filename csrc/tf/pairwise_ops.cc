@@ -141,8 +141,9 @@ grad = dL/d(distance) and the forward output distance.
 
 param_gradient: false lets the CPU kernels of minkowski, toroidal_euclidean
   and mahalanobis skip dL/dparam (grad_param is then zeros). That saves a
-  log per feature and pair for minkowski and a third of the work for
-  mahalanobis. The other kinds and the GPU kernels ignore it.
+  log per feature and pair for minkowski, and for mahalanobis the 2·n·k·d²
+  operations of dL/dparam, half of the gradient's arithmetic. The other
+  kinds and the GPU kernels ignore it.
 )doc");
 
 namespace {
