@@ -316,6 +316,85 @@ def test_mahalanobis_identity_is_squared_euclidean():
     np.testing.assert_allclose(value, expected, rtol=1e-12)
 
 
+# Mahalanobis runs on the packed product in blocks of 96 rows (48 for large
+# d in float64). d = 1, 7 and 33 are off the 6×16 micro-tile, n = 257 spans
+# three blocks, and dL/dx stacks 256 // d clusters per product, so 9
+# clusters at d = 33 make two stacks. 2100 rows split dL/dΣ into two chunks
+# of rows. d = 300 needs more than one 256-deep slice per product.
+MAHALANOBIS_SHAPES = [
+    (n, k, d) for n in (1, 13, 257) for k in (1, 5) for d in (1, 7, 33)
+] + [(13, 9, 33), (2100, 3, 7), (7, 2, 300)]
+
+
+@pytest.mark.parametrize("dtype", (tf.float64, tf.float32), ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "shape", MAHALANOBIS_SHAPES, ids=lambda s: "x".join(map(str, s))
+)
+def test_mahalanobis_at_odd_sizes(dtype, shape):
+    x, y, param = make_inputs("mahalanobis", *shape, seed=8)
+    fused, expected = fused_and_reference("mahalanobis", x, y, param, dtype)
+    assert fused.shape == (shape[0], shape[1])
+    assert_close(fused, expected, dtype, f"D {shape}")
+
+    def fused_fn(xt, yt, pt):
+        return ops.pairwise_dissimilarity(xt, yt, "mahalanobis", pt)
+
+    def expected_fn(xt, yt, pt):
+        return reference.mahalanobis(
+            tf.cast(xt, tf.float64), tf.cast(yt, tf.float64), tf.cast(pt, tf.float64)
+        )
+
+    got = gradients(fused_fn, "mahalanobis", x, y, param, dtype)
+    want = gradients(expected_fn, "mahalanobis", x, y, param, dtype)
+    # As in test_gradient_matches_reference: long sums of rounded products.
+    tolerance_dtype = tf.float16 if dtype == tf.float32 else dtype
+    for name, a, b in zip(("x", "y", "param"), got, want, strict=True):
+        assert a.shape == b.shape
+        assert_close(a, b, tolerance_dtype, f"d/d{name} {shape}")
+
+
+def test_mahalanobis_nearly_equal_points_keep_distance():
+    # u = x - y is exact in float32 here, so D can be as accurate as the
+    # product uᵀΣu itself: a few ulps relative to the float64 value of the
+    # same rounded inputs. The expansion xᵀΣx - 2xᵀΣy + yᵀΣy would lose all
+    # digits, since its terms are about 1e12 times D.
+    rng = np.random.default_rng(3)
+    d = 16
+    y = (1e2 + rng.normal(size=(5, d))).astype(np.float32)
+    x = (y + 1e-4 * rng.normal(size=(5, d))).astype(np.float32)
+    factors = rng.normal(size=(5, d, d)) / np.sqrt(d)
+    cov = (factors @ factors.transpose(0, 2, 1)).astype(np.float32)
+    value = ops.pairwise_dissimilarity(x, y, "mahalanobis", cov).numpy()
+    u = x.astype(np.float64) - y.astype(np.float64)
+    want = np.einsum("if,iaf,ia->i", u, cov.astype(np.float64), u)
+    got = np.diag(value).astype(np.float64)
+    assert np.all(want > 0)
+    np.testing.assert_allclose(got, want, rtol=8 * np.finfo(np.float32).eps)
+
+
+def test_mahalanobis_non_symmetric_covariance():
+    # Only the symmetric part of Σ sets D, but dL/dΣ is u uᵀ weighted, not
+    # symmetrized, and dL/dx uses Σ + Σᵀ.
+    x, y, cov = make_inputs("mahalanobis", 11, 4, 7, seed=9)
+    skew = np.random.default_rng(10).normal(size=cov.shape)
+    skew = skew - skew.transpose(0, 2, 1)
+    tilted = cov + skew
+    value = ops.pairwise_dissimilarity(x, y, "mahalanobis", tilted)
+    symmetric = ops.pairwise_dissimilarity(x, y, "mahalanobis", cov)
+    np.testing.assert_allclose(value, symmetric, rtol=1e-12, atol=1e-12)
+
+    def fused_fn(xt, yt, pt):
+        return ops.pairwise_dissimilarity(xt, yt, "mahalanobis", pt)
+
+    def expected_fn(xt, yt, pt):
+        return reference.mahalanobis(xt, yt, pt)
+
+    got = gradients(fused_fn, "mahalanobis", x, y, tilted, tf.float64)
+    want = gradients(expected_fn, "mahalanobis", x, y, tilted, tf.float64)
+    for name, a, b in zip(("x", "y", "param"), got, want, strict=True):
+        assert_close(a, b, tf.float64, f"d/d{name}")
+
+
 @pytest.mark.parametrize(
     "kind", ["euclidean", "squared_euclidean", "manhattan", "chebyshev", "minkowski"]
 )
@@ -374,7 +453,7 @@ def test_minkowski_exponents_match_reference(p, dtype):
         assert_close(got, expected, grad_dtype, f"d/d{name} of minkowski p={p}")
 
 
-@pytest.mark.parametrize("kind", ["minkowski", "toroidal_euclidean"])
+@pytest.mark.parametrize("kind", ["minkowski", "toroidal_euclidean", "mahalanobis"])
 def test_unwatched_param_skips_its_gradient(kind):
     x, y, param = make_inputs(kind, 6, 4, 5, seed=2)
     xt, yt, pt = as_tensors(x, y, param, tf.float64)
@@ -396,6 +475,26 @@ def test_unwatched_param_skips_its_gradient(kind):
     )
     np.testing.assert_array_equal(skipped[0], want[0])
     np.testing.assert_array_equal(skipped[2], np.zeros(np.shape(param)))
+
+
+def test_mahalanobis_param_skip_keeps_dy_bits():
+    # 2100 rows make two chunks in the sum over rows behind dL/dy, which
+    # the kernel computes without dL/dΣ along another path.
+    x, y, param = make_inputs("mahalanobis", 2100, 3, 7, seed=11)
+    xt, yt, pt = as_tensors(x, y, param, tf.float32)
+    distance = ops.pairwise_dissimilarity(xt, yt, "mahalanobis", pt)
+    grad = tf.constant(np.random.default_rng(12).normal(size=(2100, 3)), tf.float32)
+    library = _ops.load_library()
+    full = library.dmae_pairwise_dissimilarity_grad(
+        grad, xt, yt, pt, distance, kind="mahalanobis", param_gradient=True
+    )
+    skipped = library.dmae_pairwise_dissimilarity_grad(
+        grad, xt, yt, pt, distance, kind="mahalanobis", param_gradient=False
+    )
+    np.testing.assert_array_equal(skipped[0], full[0])
+    np.testing.assert_array_equal(skipped[1], full[1])
+    np.testing.assert_array_equal(skipped[2], np.zeros((3, 7, 7)))
+    assert np.any(full[2].numpy() != 0)
 
 
 @pytest.mark.parametrize(
@@ -519,6 +618,38 @@ def test_matrix_product_kinds_same_bits_across_threads(tmp_path):
         "KINDS = ('cosine', 'kullback_leibler')\nSHAPE = (300, 130, 20)\n"
         + DIGEST_SCRIPT
     )
+
+    one = digest_with_threads(path, 1)
+    assert len(one) == len(hashlib.sha256().hexdigest())
+    assert digest_with_threads(path, 2) == one
+
+
+MAHALANOBIS_DIGEST_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, sys
+    import numpy as np, tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
+    from conftest import make_inputs
+    from dmae import ops
+    digest = hashlib.sha256()
+    x, y, param = make_inputs("mahalanobis", 2100, 9, 33)
+    x, y, p = (tf.constant(v, tf.float32) for v in (x, y, param))
+    with tf.GradientTape() as tape:
+        tape.watch([x, y, p])
+        value = ops.pairwise_dissimilarity(x, y, "mahalanobis", p)
+        loss = tf.reduce_sum(value * tf.sin(value))
+    for t in [value] + tape.gradient(loss, [x, y, p]):
+        digest.update(t.numpy().tobytes())
+    print(digest.hexdigest())
+    """
+)
+
+
+def test_mahalanobis_same_bits_across_threads(tmp_path):
+    # 2100 rows make 22 blocks of rows in the forward and dL/dx, and two
+    # chunks of rows in dL/dΣ. 9 clusters at d = 33 make two stacks in dL/dx.
+    path = tmp_path / "digest.py"
+    path.write_text(MAHALANOBIS_DIGEST_SCRIPT)
 
     one = digest_with_threads(path, 1)
     assert len(one) == len(hashlib.sha256().hexdigest())

@@ -198,7 +198,12 @@ void Gemm(int64_t m, int64_t n, int64_t depth, const StridedMatrix<T>& a,
   const int64_t cost_per_unit = 2 * kMc * kNcPanels * kNr<T> * depth;
   parallel_for(row_blocks * column_blocks, cost_per_unit, [&](int64_t begin,
                                                               int64_t end) {
-    std::vector<T> packed_a(static_cast<size_t>(kMc * kKc));
+    // Sized for this product, not for a full kMc×kKc block. Callers run
+    // products with few rows or a short depth many times in a row, and
+    // zeroing the full block (48 KiB in float) costs as much as their work.
+    const int64_t block_rows = std::min(kMc, (m + kMr - 1) / kMr * kMr);
+    std::vector<T> packed_a(
+        static_cast<size_t>(block_rows * std::min(kKc, depth)));
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t i0 = unit / column_blocks * kMc;
       const int64_t rows = std::min(kMc, m - i0);

@@ -7,9 +7,9 @@
 // accumulators in registers and the compiler vectorizes across centers.
 // Vectorizing across centers, not features, keeps each D[i,j] a sequential
 // sum over features: the result does not depend on the vector width, and
-// nothing n×k×d is ever stored. Cosine and Kullback-Leibler are matrix
-// products at heart and run on the packed GEMM of gemm_cpu.h instead, in
-// both passes.
+// nothing n×k×d is ever stored. Cosine, Kullback-Leibler and mahalanobis
+// are matrix products at heart and run on the packed GEMM of gemm_cpu.h
+// instead, in both passes.
 //
 // Backward: phase A writes dL/dx, phase B dL/dy. Euclidean and squared
 // euclidean keep a block of gradient rows in registers while they walk over
@@ -475,41 +475,114 @@ void ForwardKullbackLeibler(const PairwiseInputs<T>& in, T* out,
   });
 }
 
-// D[i,j] = max(0, (x_i - y_j)ᵀ Σ_j (x_i - y_j)), computed on a block of
-// rows at a time so Σ_j is read once per block: U = X_block - y_j, V = U Σ_j,
-// D = rowsum(U ∘ V).
+// Mahalanobis runs on the packed product but keeps the difference
+// u = x - y_j. Expanding it to xᵀΣx - 2xᵀΣy + yᵀΣy would cancel to noise
+// for nearly equal points far from the origin.
+
+// Rows of X per block of the mahalanobis products: 96 (16 micro-tiles of 6
+// rows) while the block's U and V (rows×d each) fit in 128 KiB, else 48.
+// Every D[i,j] and dL/dx_i is computed within one row, so the block size
+// changes speed, never bits.
+template <typename T>
+int64_t MahalanobisBlockRows(int64_t d) {
+  constexpr int64_t kBudgetBytes = 128 * 1024;
+  const int64_t bytes = 2 * 96 * d * static_cast<int64_t>(sizeof(T));
+  return bytes <= kBudgetBytes ? 96 : 48;
+}
+
+// S_j = Σ_j + Σ_jᵀ for every cluster (k×d×d).
+template <typename T>
+std::vector<T> SymmetrizedCovariances(const T* cov_all, int64_t k, int64_t d) {
+  std::vector<T> sym(static_cast<size_t>(k * d * d));
+  for (int64_t j = 0; j < k; ++j) {
+    const T* cov = cov_all + j * d * d;
+    T* s = sym.data() + j * d * d;
+    for (int64_t a = 0; a < d; ++a) {
+      for (int64_t b = 0; b < d; ++b) s[a * d + b] = cov[a * d + b] + cov[b * d + a];
+    }
+  }
+  return sym;
+}
+
+// Σ_jᵀ for every cluster (k×d×d).
+template <typename T>
+std::vector<T> TransposedCovariances(const T* cov_all, int64_t k, int64_t d) {
+  std::vector<T> t(static_cast<size_t>(k * d * d));
+  for (int64_t j = 0; j < k; ++j) {
+    const T* cov = cov_all + j * d * d;
+    T* tj = t.data() + j * d * d;
+    for (int64_t a = 0; a < d; ++a) {
+      for (int64_t b = 0; b < d; ++b) tj[a * d + b] = cov[b * d + a];
+    }
+  }
+  return t;
+}
+
+// Returns aᵀ (cols×rows) of a row-major rows×cols matrix a.
+template <typename T>
+std::vector<T> TransposedCopy(const T* a, int64_t rows, int64_t cols,
+                              const ParallelFor& parallel_for) {
+  std::vector<T> t(static_cast<size_t>(rows * cols));
+  constexpr int64_t kRowsPerUnit = 64;
+  const int64_t units = (rows + kRowsPerUnit - 1) / kRowsPerUnit;
+  parallel_for(units, 2 * kRowsPerUnit * cols, [&](int64_t b, int64_t e) {
+    for (int64_t i = b * kRowsPerUnit; i < std::min(rows, e * kRowsPerUnit);
+         ++i) {
+      for (int64_t c = 0; c < cols; ++c) t[c * rows + i] = a[i * cols + c];
+    }
+  });
+  return t;
+}
+
+// Writes Uᵀ (d×rows, row stride rows) for U = X[i0 : i0 + rows] - y_j,
+// reading X from its transpose xt (d×n).
+template <typename T>
+void TransposedDifference(const T* xt, int64_t n, int64_t i0, int64_t rows,
+                          int64_t d, const T* yj, T* ut) {
+  for (int64_t f = 0; f < d; ++f) {
+    const T* xf = xt + f * n + i0;
+    T* uf = ut + f * rows;
+    const T yf = yj[f];
+    for (int64_t r = 0; r < rows; ++r) uf[r] = xf[r] - yf;
+  }
+}
+
+// D[i,j] = max(0, u_ijᵀ Σ_j u_ij) with u_ij = x_i - y_j, in parallel over
+// blocks of rows. A block is held transposed, so each cluster costs one
+// packed product Vᵀ = Σ_jᵀ·Uᵀ (d×d by d×rows), and the sum
+// D_r = Σ_f U[r,f]·V[r,f] runs down contiguous columns with one lane per
+// row. Each D_r is still a sequential sum over f. With a row-major U that
+// sum is a dependent chain of d additions per row, which took as long as
+// the product itself at d = 32.
 template <typename T>
 void ForwardMahalanobis(const PairwiseInputs<T>& in, T* out,
                         const ParallelFor& parallel_for) {
   const int64_t n = in.n, k = in.k, d = in.d;
-  const int64_t units = (n + kRowsPerUnit - 1) / kRowsPerUnit;
-  parallel_for(units, 2 * kRowsPerUnit * k * d * d, [&](int64_t b,
-                                                        int64_t e) {
-    std::vector<T> u(static_cast<size_t>(kRowsPerUnit * d));
-    std::vector<T> v(static_cast<size_t>(kRowsPerUnit * d));
+  const std::vector<T> xt = TransposedCopy(in.x, n, d, parallel_for);
+  const std::vector<T> cov_t = TransposedCovariances(in.param, k, d);
+  const int64_t block = MahalanobisBlockRows<T>(d);
+  const int64_t units = (n + block - 1) / block;
+  const ParallelFor serial = SerialFor;
+  parallel_for(units, 2 * block * k * d * d, [&](int64_t b, int64_t e) {
+    std::vector<T> ut(static_cast<size_t>(d * block));
+    std::vector<T> vt(static_cast<size_t>(d * block));
+    std::vector<T> sums(static_cast<size_t>(block));
     for (int64_t unit = b; unit < e; ++unit) {
-      const int64_t i0 = unit * kRowsPerUnit;
-      const int64_t rows = std::min(kRowsPerUnit, n - i0);
+      const int64_t i0 = unit * block;
+      const int64_t rows = std::min(block, n - i0);
       for (int64_t j = 0; j < k; ++j) {
-        const T* yj = in.y + j * d;
-        const T* cov = in.param + j * d * d;
-        for (int64_t r = 0; r < rows; ++r) {
-          const T* xi = in.x + (i0 + r) * d;
-          for (int64_t f = 0; f < d; ++f) u[r * d + f] = xi[f] - yj[f];
-        }
-        std::fill(v.begin(), v.begin() + rows * d, T(0));
-        for (int64_t e2 = 0; e2 < d; ++e2) {
-          const T* cov_row = cov + e2 * d;
-          for (int64_t r = 0; r < rows; ++r) {
-            const T ue = u[r * d + e2];
-            T* vr = v.data() + r * d;
-            for (int64_t f = 0; f < d; ++f) vr[f] += ue * cov_row[f];
-          }
+        TransposedDifference(xt.data(), n, i0, rows, d, in.y + j * d,
+                             ut.data());
+        GemmCpu(d, rows, d, StridedMatrix<T>{cov_t.data() + j * d * d, d, 1},
+                StridedMatrix<T>{ut.data(), rows, 1}, vt.data(), rows, serial);
+        std::fill(sums.begin(), sums.begin() + rows, T(0));
+        for (int64_t f = 0; f < d; ++f) {
+          const T* uf = ut.data() + f * rows;
+          const T* vf = vt.data() + f * rows;
+          for (int64_t r = 0; r < rows; ++r) sums[r] += uf[r] * vf[r];
         }
         for (int64_t r = 0; r < rows; ++r) {
-          T s = T(0);
-          for (int64_t f = 0; f < d; ++f) s += u[r * d + f] * v[r * d + f];
-          out[(i0 + r) * k + j] = s > T(0) ? s : T(0);
+          out[(i0 + r) * k + j] = sums[r] > T(0) ? sums[r] : T(0);
         }
       }
     }
@@ -1311,80 +1384,179 @@ void BackwardKullbackLeibler(const PairwiseInputs<T>& in, const T* grad,
   }
 }
 
+// Rows of X per product in dL/dΣ_j = Uᵀ·diag(w_j)·U. Up to 2048 rows make
+// one sequential sum over the rows. For large d the chunk shrinks, in whole
+// 256-row slices, so that its U and w∘U stay within 1 MiB. The count
+// depends only on d and T, so the chunk sums never depend on the thread
+// count.
+template <typename T>
+int64_t MahalanobisChunkRows(int64_t d) {
+  constexpr int64_t kBudgetBytes = 1024 * 1024;
+  const int64_t per_row = 2 * std::max<int64_t>(d, 1) * sizeof(T);
+  const int64_t rows = kBudgetBytes / per_row / 256 * 256;
+  return std::clamp<int64_t>(rows, 256, 2048);
+}
+
+// Writes dL/dx in parallel over blocks of rows. The products (w∘U_j)·S_j of
+// a block are summed over clusters in groups whose w∘U_j sit side by side,
+// so one product of depth g·d against the stacked S_j of the group replaces
+// g products of depth d. Each group's product is added in cluster order.
+template <typename T>
+void MahalanobisGradientOfX(const PairwiseInputs<T>& in, const T* grad,
+                            const T* dist, const std::vector<T>& sym, T* gx,
+                            const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const int64_t block = MahalanobisBlockRows<T>(d);
+  const int64_t units = (n + block - 1) / block;
+  // About 256 terms per product, one slice of the packed product's depth.
+  const int64_t group = std::clamp<int64_t>(256 / std::max<int64_t>(d, 1), 1, k);
+  const int64_t depth = group * d;
+  const ParallelFor serial = SerialFor;
+  parallel_for(units, 2 * block * k * d * d, [&](int64_t b, int64_t e) {
+    std::vector<T> weighted(static_cast<size_t>(block * depth));
+    std::vector<T> product(static_cast<size_t>(block * d));
+    std::vector<T> weights(static_cast<size_t>(block));
+    for (int64_t unit = b; unit < e; ++unit) {
+      const int64_t i0 = unit * block;
+      const int64_t rows = std::min(block, n - i0);
+      T* gx_block = gx + i0 * d;
+      std::fill(gx_block, gx_block + rows * d, T(0));
+      for (int64_t j0 = 0; j0 < k; j0 += group) {
+        const int64_t clusters = std::min(group, k - j0);
+        const int64_t width = clusters * d;
+        bool any_weight = false;
+        for (int64_t c = 0; c < clusters; ++c) {
+          const int64_t j = j0 + c;
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t ij = (i0 + r) * k + j;
+            weights[r] = dist[ij] > T(0) ? grad[ij] : T(0);
+            any_weight = any_weight || weights[r] != T(0);
+          }
+          // Cluster c's columns of the rows×width block, row stride width.
+          for (int64_t r = 0; r < rows; ++r) {
+            const T* xr = in.x + (i0 + r) * d;
+            const T* yj = in.y + j * d;
+            T* wr = weighted.data() + r * width + c * d;
+            for (int64_t f = 0; f < d; ++f) wr[f] = weights[r] * (xr[f] - yj[f]);
+          }
+        }
+        // An all-zero group adds +0 to every entry, which changes nothing.
+        if (!any_weight) continue;
+        GemmCpu(rows, d, width, StridedMatrix<T>{weighted.data(), width, 1},
+                StridedMatrix<T>{sym.data() + j0 * d * d, d, 1},
+                product.data(), d, serial);
+        for (int64_t t = 0; t < rows * d; ++t) gx_block[t] += product[t];
+      }
+    }
+  });
+}
+
+// Writes r_j = Σ_i w_ij u_ij when dL/dΣ_j is not requested. Each chunk of
+// rows is a sequential sum from +0, added to the running total, as in the
+// products of MahalanobisGradientOfCenters. So dL/dy has the same bits
+// whether or not dL/dΣ is requested.
+template <typename T>
+void MahalanobisWeightedSum(const PairwiseInputs<T>& in, const T* grad,
+                            const T* dist, int64_t j, int64_t chunk,
+                            T* chunk_sum, T* weighted_sum) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const T* yj = in.y + j * d;
+  std::fill(weighted_sum, weighted_sum + d, T(0));
+  for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+    std::fill(chunk_sum, chunk_sum + d, T(0));
+    for (int64_t i = i0; i < std::min(n, i0 + chunk); ++i) {
+      const T w = dist[i * k + j] > T(0) ? grad[i * k + j] : T(0);
+      const T* xi = in.x + i * d;
+      for (int64_t f = 0; f < d; ++f) chunk_sum[f] += w * (xi[f] - yj[f]);
+    }
+    for (int64_t f = 0; f < d; ++f) weighted_sum[f] += chunk_sum[f];
+  }
+}
+
+// Writes dL/dy and, unless gcov is null, dL/dΣ, one cluster per unit with
+// the rows in order. With dL/dΣ, one packed product per chunk of rows gives
+// both sums over the rows. [Uᵀ; 1]·(w∘U) is (d+1)×d: its first d rows add
+// to dL/dΣ_j and its last row to r_j = Σ_i w_ij u_ij. Both operands are
+// stored in the order the product packs them. Reading either one through a
+// transposed view made the product 1.4 times slower (33×32 by 1024 rows,
+// float, AVX2, one thread).
+template <typename T>
+void MahalanobisGradientOfCenters(const PairwiseInputs<T>& in, const T* grad,
+                                  const T* dist, const std::vector<T>& sym,
+                                  T* gy, T* gcov,
+                                  const ParallelFor& parallel_for) {
+  const int64_t n = in.n, k = in.k, d = in.d;
+  const int64_t chunk = std::min(n, MahalanobisChunkRows<T>(d));
+  std::vector<T> xt;
+  if (gcov != nullptr) xt = TransposedCopy(in.x, n, d, parallel_for);
+  const int64_t cost = gcov == nullptr ? 4 * n * d : 2 * n * d * (d + 1);
+  const ParallelFor serial = SerialFor;
+  parallel_for(k, cost, [&](int64_t b, int64_t e) {
+    std::vector<T> weighted_sum(static_cast<size_t>(d));
+    std::vector<T> chunk_sum;
+    std::vector<T> ut, weighted, sums, partial;
+    if (gcov == nullptr) {
+      chunk_sum.resize(static_cast<size_t>(d));
+    } else {
+      ut.resize(static_cast<size_t>((d + 1) * chunk));
+      weighted.resize(static_cast<size_t>(chunk * d));
+      sums.resize(static_cast<size_t>((d + 1) * d));
+      partial.resize(static_cast<size_t>((d + 1) * d));
+    }
+    for (int64_t j = b; j < e; ++j) {
+      const T* yj = in.y + j * d;
+      if (gcov == nullptr) {
+        MahalanobisWeightedSum(in, grad, dist, j, chunk, chunk_sum.data(),
+                               weighted_sum.data());
+      } else {
+        for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+          const int64_t rows = std::min(chunk, n - i0);
+          // Row stride `rows`, so a short last chunk is packed densely and
+          // its row of ones sits at row d of that layout.
+          TransposedDifference(xt.data(), n, i0, rows, d, yj, ut.data());
+          std::fill(ut.begin() + d * rows, ut.begin() + (d + 1) * rows, T(1));
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t ij = (i0 + r) * k + j;
+            const T w = dist[ij] > T(0) ? grad[ij] : T(0);
+            const T* xr = in.x + (i0 + r) * d;
+            T* wr = weighted.data() + r * d;
+            for (int64_t f = 0; f < d; ++f) wr[f] = w * (xr[f] - yj[f]);
+          }
+          T* target = i0 == 0 ? sums.data() : partial.data();
+          GemmCpu(d + 1, d, rows, StridedMatrix<T>{ut.data(), rows, 1},
+                  StridedMatrix<T>{weighted.data(), d, 1}, target, d, serial);
+          if (i0 > 0) {
+            for (int64_t t = 0; t < (d + 1) * d; ++t) sums[t] += partial[t];
+          }
+        }
+        std::copy(sums.data(), sums.data() + d * d, gcov + j * d * d);
+        std::copy(sums.data() + d * d, sums.data() + (d + 1) * d,
+                  weighted_sum.data());
+      }
+      // S_j is symmetric, so (S_j r)_f = Σ_a r_a S_j[a, f].
+      const T* s = sym.data() + j * d * d;
+      T* gy_j = gy + j * d;
+      std::fill(gy_j, gy_j + d, T(0));
+      for (int64_t a = 0; a < d; ++a) {
+        const T wa = weighted_sum[a];
+        const T* srow = s + a * d;
+        for (int64_t f = 0; f < d; ++f) gy_j[f] -= wa * srow[f];
+      }
+    }
+  });
+}
+
 // Mahalanobis with S_j = Σ_j + Σ_jᵀ and w = G where D > 0 (else 0):
 // dL/dx_i = Σ_j w_ij S_j u_ij, dL/dy_j = -S_j Σ_i w_ij u_ij,
-// dL/dΣ_j = Σ_i w_ij u_ij u_ijᵀ.
+// dL/dΣ_j = Σ_i w_ij u_ij u_ijᵀ, skipped when out.param is null.
 template <typename T>
 void BackwardMahalanobis(const PairwiseInputs<T>& in, const T* grad,
                          const T* dist, const PairwiseGradients<T>& out,
                          const ParallelFor& parallel_for) {
-  const int64_t n = in.n, k = in.k, d = in.d;
-  std::vector<T> sym(static_cast<size_t>(k * d * d));
-  for (int64_t j = 0; j < k; ++j) {
-    const T* cov = in.param + j * d * d;
-    T* s = sym.data() + j * d * d;
-    for (int64_t a = 0; a < d; ++a) {
-      for (int64_t b = 0; b < d; ++b) s[a * d + b] = cov[a * d + b] + cov[b * d + a];
-    }
-  }
-  auto weight = [&](int64_t i, int64_t j) {
-    return dist[i * k + j] > T(0) ? grad[i * k + j] : T(0);
-  };
-
-  parallel_for(n, 2 * k * d * d, [&](int64_t b, int64_t e) {
-    std::vector<T> u(static_cast<size_t>(d));
-    for (int64_t i = b; i < e; ++i) {
-      const T* xi = in.x + i * d;
-      T* gx = out.x + i * d;
-      std::fill(gx, gx + d, T(0));
-      for (int64_t j = 0; j < k; ++j) {
-        const T w = weight(i, j);
-        if (w == T(0)) continue;
-        const T* yj = in.y + j * d;
-        const T* s = sym.data() + j * d * d;
-        for (int64_t f = 0; f < d; ++f) u[f] = xi[f] - yj[f];
-        // S_j is symmetric, so (S_j u)_f = Σ_a u_a S_j[a, f].
-        for (int64_t a = 0; a < d; ++a) {
-          const T wu = w * u[a];
-          const T* srow = s + a * d;
-          for (int64_t f = 0; f < d; ++f) gx[f] += wu * srow[f];
-        }
-      }
-    }
-  });
-
-  parallel_for(k, 2 * n * d * d, [&](int64_t b, int64_t e) {
-    std::vector<T> u(static_cast<size_t>(d));
-    std::vector<T> weighted_sum(static_cast<size_t>(d));
-    for (int64_t j = b; j < e; ++j) {
-      const T* yj = in.y + j * d;
-      T* gcov = out.param + j * d * d;
-      std::fill(gcov, gcov + d * d, T(0));
-      std::fill(weighted_sum.begin(), weighted_sum.end(), T(0));
-      for (int64_t i = 0; i < n; ++i) {
-        const T w = weight(i, j);
-        if (w == T(0)) continue;
-        const T* xi = in.x + i * d;
-        for (int64_t f = 0; f < d; ++f) {
-          u[f] = xi[f] - yj[f];
-          weighted_sum[f] += w * u[f];
-        }
-        for (int64_t a = 0; a < d; ++a) {
-          const T wu = w * u[a];
-          T* grow = gcov + a * d;
-          for (int64_t f = 0; f < d; ++f) grow[f] += wu * u[f];
-        }
-      }
-      const T* s = sym.data() + j * d * d;
-      T* gy = out.y + j * d;
-      std::fill(gy, gy + d, T(0));
-      for (int64_t a = 0; a < d; ++a) {
-        const T wa = weighted_sum[a];
-        const T* srow = s + a * d;
-        for (int64_t f = 0; f < d; ++f) gy[f] -= wa * srow[f];
-      }
-    }
-  });
+  const std::vector<T> sym = SymmetrizedCovariances(in.param, in.k, in.d);
+  MahalanobisGradientOfX(in, grad, dist, sym, out.x, parallel_for);
+  MahalanobisGradientOfCenters(in, grad, dist, sym, out.y, out.param,
+                               parallel_for);
 }
 
 template <typename T>
