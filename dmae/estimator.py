@@ -62,6 +62,16 @@ class DMAEClustering(
         Weight of the clustering loss in joint training.
     lambda_r : float, default=1.0
         Weight of the reconstruction loss in joint training.
+    noise_std : float, default=0.0
+        Standard deviation of the Gaussian noise added to the encoder's
+        input during pretraining (a denoising autoencoder); 0 turns it off.
+    graph_weight : float, default=0.0
+        Weight of the loss that pulls each code towards its row of a
+        Laplacian eigenmap of X's nearest-neighbor graph, in both training
+        stages (see dmae.graph); 0 turns it off. Use it with latent_dim equal
+        to n_clusters, for clusters on curved manifolds.
+    neighbors : int, default=10
+        Nearest neighbors per sample in the graph of graph_weight.
     random_state : int, RandomState instance or None, default=None
         Source of DeepDMAE's seed. fit calls keras.utils.set_random_seed with
         that seed, which also reseeds Python's, NumPy's and TensorFlow's
@@ -106,6 +116,9 @@ class DMAEClustering(
         learning_rate=DEFAULTS["learning_rate"],
         lambda_c=DEFAULTS["lambda_c"],
         lambda_r=DEFAULTS["lambda_r"],
+        noise_std=DEFAULTS["noise_std"],
+        graph_weight=0.0,
+        neighbors=10,
         random_state=None,
         verbose=0,
     ):
@@ -121,6 +134,9 @@ class DMAEClustering(
         self.learning_rate = learning_rate
         self.lambda_c = lambda_c
         self.lambda_r = lambda_r
+        self.noise_std = noise_std
+        self.graph_weight = graph_weight
+        self.neighbors = neighbors
         self.random_state = random_state
         self.verbose = verbose
 
@@ -146,6 +162,9 @@ class DMAEClustering(
             learning_rate=self.learning_rate,
             lambda_c=self.lambda_c,
             lambda_r=self.lambda_r,
+            noise_std=self.noise_std,
+            graph_weight=self.graph_weight,
+            neighbors=self.neighbors,
             seed=int(seed),
         )
 

@@ -115,6 +115,28 @@ def test_get_set_params_round_trip():
     assert copy.get_params() == model.get_params()
 
 
+def test_graph_and_noise_settings_reach_the_model(blobs):
+    x, _ = blobs
+    settings = {**TINY, "latent_dim": 3}
+    model = DMAEClustering(
+        3, noise_std=0.05, graph_weight=2.0, neighbors=np.int64(6), **settings
+    )
+    model.fit(x)
+    config = model.model_.config
+    assert config["noise_std"] == 0.05
+    assert config["graph_weight"] == 2.0
+    assert config["neighbors"] == 6
+    assert "graph_loss" in model.model_.history["joint"]
+    assert model.labels_.shape == (x.shape[0],)
+
+
+def test_negative_graph_weight_rejected(blobs):
+    x, _ = blobs
+    model = DMAEClustering(3, graph_weight=-1.0, **TINY)
+    with pytest.raises(ValueError, match=r"graph_weight must be a finite number >= 0"):
+        model.fit(x)
+
+
 def test_clone_unfitted(fitted):
     copy = clone(fitted)
     assert not hasattr(copy, "model_")
