@@ -23,6 +23,11 @@ __version__ = "0.1.0"
 
 
 def _register_ops():
+    loading = sys.modules.get("dmae._ops")
+    if loading is not None and not hasattr(loading, "register_ops_if_available"):
+        # dmae._ops itself is importing TensorFlow; it registers the ops
+        # when its own import finishes.
+        return
     from dmae import _ops
 
     _ops.register_ops_if_available()
@@ -31,22 +36,33 @@ def _register_ops():
 class _RegisterOpsAfterTensorFlowImport(importlib.abc.MetaPathFinder):
     """Import finder that registers dmae's ops once `tensorflow` is executed.
 
-    It finds nothing itself. For "tensorflow" it removes itself, gets the
-    spec from the remaining finders and wraps the loader's exec_module, so the
-    ops are registered right after TensorFlow's own import finishes.
+    It finds nothing itself. For "tensorflow" it gets the spec from the
+    other finders and wraps the loader's exec_module, so the ops are
+    registered right after TensorFlow's own import finishes. It leaves
+    sys.meta_path only then: a spec that is looked up but never executed,
+    as importlib.util.find_spec("tensorflow") does to check that TensorFlow
+    is installed, leaves it in place for the real import.
     """
 
+    def __init__(self):
+        self._searching = False
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
+        if fullname != "tensorflow" or self._searching:
             return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        self._searching = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._searching = False
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
+        finder = self
 
         def exec_then_register(module):
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
             exec_module(module)
             _register_ops()
 

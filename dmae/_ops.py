@@ -116,11 +116,20 @@ def register_ops_if_available() -> None:
     """Load the op library now if it can be, so its ops are registered.
 
     A failure is not raised here: load_library() raises it again, with the
-    same message, when an op is first used.
+    same message, when an op is first used. An invalid DMAE_OPS is likewise
+    left for the first op to report, so it cannot break TensorFlow's import.
     """
-    if use_reference():
+    try:
+        if use_reference():
+            return
+    except ValueError:
         return
     try:
         load_library()
     except ImportError:
         load_library.cache_clear()
+
+
+# TensorFlow is imported above; when this module is what imported it first,
+# dmae's import hook leaves the registration to this line.
+register_ops_if_available()

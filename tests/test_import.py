@@ -18,13 +18,13 @@ CHECK_REGISTERED = textwrap.dedent(
 )
 
 
-def run_python(code):
+def run_python(code, **env):
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=120,
-        env=subprocess_env(),
+        env={**subprocess_env(), **env},
         cwd=SUBPROCESS_CWD,
     )
     assert result.returncode == 0, result.stderr[-4000:]
@@ -42,8 +42,17 @@ def test_import_leaves_tensorflow_out():
         "import dmae\nimport tensorflow",
         "import tensorflow\nimport dmae",
         "import dmae\nimport keras",
+        "import dmae, importlib.util\n"
+        "importlib.util.find_spec('tensorflow')\nimport tensorflow",
+        "from dmae import _ops",
     ],
-    ids=["dmae-first", "tensorflow-first", "keras-imports-tensorflow"],
+    ids=[
+        "dmae-first",
+        "tensorflow-first",
+        "keras-imports-tensorflow",
+        "find-spec-before-import",
+        "op-module-imports-tensorflow",
+    ],
 )
 def test_ops_registered_in_either_order(imports):
     output = run_python(CHECK_REGISTERED.format(imports=imports))
@@ -64,3 +73,20 @@ def test_tensorflow_alone_registers_nothing():
         "Dmae>PairwiseDissimilarity",
         "False",
     ]
+
+
+def test_bad_ops_mode_leaves_tensorflow_import_alone():
+    # The first op reports the bad value; importing TensorFlow still works.
+    code = textwrap.dedent(
+        """
+        import dmae
+        import tensorflow as tf
+        from dmae import ops
+        try:
+            ops.pairwise_dissimilarity(tf.zeros((1, 2)), tf.zeros((1, 2)))
+        except ValueError as error:
+            print(str(error).replace(" ", "_"))
+        """
+    )
+    output = run_python(code, DMAE_OPS="bogus")
+    assert output == ["DMAE_OPS_must_be_'fused'_or_'reference',_but_is_'bogus'"]
