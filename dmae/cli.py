@@ -38,36 +38,48 @@ class InputError(Exception):
     """Invalid input that the command reports in one line."""
 
 
+def _parse(convert, text, expected):
+    # argparse names the type function in its message when it raises
+    # ValueError, so conversion errors are reported here in the same words
+    # as range errors.
+    try:
+        return convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be {expected}, but is {text!r}"
+        ) from None
+
+
 def _positive_int(text):
-    value = int(text)
+    value = _parse(int, text, "an integer >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, but is {value}")
     return value
 
 
 def _non_negative_int(text):
-    value = int(text)
+    value = _parse(int, text, "an integer >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, but is {value}")
     return value
 
 
 def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, but is {text}")
+    value = _parse(float, text, "a finite number > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, but is {text}")
     return value
 
 
 def _non_negative_float(text):
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, but is {text}")
+    value = _parse(float, text, "a finite number >= 0")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, but is {text}")
     return value
 
 
 def _minkowski_exponent(text):
-    value = float(text)
+    value = _parse(float, text, "a finite number >= 1")
     # The minkowski layer rejects p < 1, but only once the model is built.
     # Checking here turns that into a usage error before any data is loaded.
     if not (math.isfinite(value) and value >= 1):
@@ -314,6 +326,7 @@ def main(argv=None):
     if in_main_thread:
         previous_handler = signal.signal(signal.SIGINT, _interrupted(args.command))
     try:
+        _check_ops_mode()
         if args.command == "info":
             return _info()
         return _cluster(args)
@@ -323,6 +336,15 @@ def main(argv=None):
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous_handler)
+
+
+def _check_ops_mode():
+    from dmae import _ops
+
+    try:
+        _ops.ops_mode()
+    except ValueError as error:
+        raise InputError(str(error)) from None
 
 
 # Staging folders of outputs being written, removed when the run is
@@ -568,13 +590,13 @@ def _cluster(args):
     settings = _model_settings(args, dataset)
 
     from dmae import _ops
-    from dmae.models import ClusterCollapseError, DeepDMAE
+    from dmae.models import ClusterCollapseError, DeepDMAE, TrainingDivergedError
 
     start = time.perf_counter()
     try:
         model = DeepDMAE(**settings, strategy=strategy)
         model.fit(dataset.x, verbose=0 if args.quiet else 1)
-    except ClusterCollapseError as error:
+    except (ClusterCollapseError, TrainingDivergedError) as error:
         raise InputError(str(error)) from None
     seconds = time.perf_counter() - start
 

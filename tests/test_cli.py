@@ -124,7 +124,7 @@ BAD_INPUTS = [
     (["--data", "{tmp}/few.npy", "--clusters", "5"], r"3 samples, fewer than the 5"),
     (["--dissimilarity", "hamming"], r"unknown dissimilarity 'hamming'"),
     (["--data", "{tmp}/few.npy"], r"set the number of clusters with --clusters"),
-    (["--alpha", "-1"], r"argument --alpha: must be a number > 0, but is -1"),
+    (["--alpha", "-1"], r"argument --alpha: must be a finite number > 0, but is -1"),
     (["--dataset", "mnist"], r"pass --data-dir"),
     (
         ["--dissimilarity", "minkowski", "--p", "0"],
@@ -136,13 +136,22 @@ BAD_INPUTS = [
     ),
     (
         ["--graph-weight", "-1"],
-        r"argument --graph-weight: must be a number >= 0, but is -1",
+        r"argument --graph-weight: must be a finite number >= 0, but is -1",
     ),
     (["--neighbors", "0"], r"argument --neighbors: must be an integer >= 1, but is 0"),
     (
         ["--noise-std", "-0.5"],
-        r"argument --noise-std: must be a number >= 0, but is -0.5",
+        r"argument --noise-std: must be a finite number >= 0, but is -0.5",
     ),
+    (
+        ["--graph-weight", "inf"],
+        r"argument --graph-weight: must be a finite number >= 0, but is inf",
+    ),
+    (
+        ["--noise-std", "abc"],
+        r"argument --noise-std: must be a finite number >= 0, but is 'abc'",
+    ),
+    (["--epochs", "x"], r"argument --epochs: must be an integer >= 0, but is 'x'"),
     (
         ["--data", "{tmp}/few.npy", "--clusters", "2", "--graph-weight", "1"],
         r"--neighbors must be below the 3 samples, but is 10",
@@ -190,6 +199,19 @@ def test_bad_input_one_line(tmp_path, capsys, argv, message):
         "nan.npy",
         "vector.npy",
     ]
+
+
+def test_bad_ops_mode_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DMAE_OPS", "bogus")
+    for command in (["info"], ["cluster", *TINY, "--output", str(tmp_path / "run")]):
+        status, _, err = run_main(command, capsys)
+        assert status == 2
+        lines = error_lines(err)
+        assert lines == [
+            f"dmae {command[0]}: error: DMAE_OPS must be 'fused' or 'reference', "
+            "but is 'bogus'"
+        ]
+    assert not (tmp_path / "run").exists()
 
 
 def test_output_not_empty(tmp_path, capsys):
