@@ -49,6 +49,10 @@ class ClusterCollapseError(RuntimeError):
     """Raised when some clusters stay empty after the centers are set."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """Raised when a training stage ends with a loss that is NaN or infinite."""
+
+
 def _kernel_initializer():
     # The DMAE and DEC papers' choice: uniform with variance 1/(3·fan_in).
     return keras.initializers.VarianceScaling(
@@ -182,16 +186,20 @@ class _PretrainModel(_DistributedLogs, keras.Model):
         self.decoder = decoder
         self.augmenter = augmenter
         self.graph_weight = graph_weight
-        self.corruption = (
-            keras.layers.GaussianNoise(noise_std, seed=seed) if noise_std > 0 else None
-        )
+        self.noise_std = noise_std
+        # keras.layers.GaussianNoise accepts only stddev <= 1, too little
+        # for features that are not scaled to [0, 1].
+        self.noise_seed = keras.random.SeedGenerator(seed) if noise_std > 0 else None
 
     def call(self, x, training=False):
         if self.augmenter is not None and training:
             x = self.augmenter(x, training=True)
         corrupted = x
-        if self.corruption is not None and training:
-            corrupted = self.corruption(x, training=True)
+        if self.noise_seed is not None and training:
+            noise = keras.random.normal(
+                tf.shape(x), stddev=self.noise_std, dtype=x.dtype, seed=self.noise_seed
+            )
+            corrupted = x + noise
         code = self.encoder(corrupted, training=training)
         return x, code, self.decoder(code, training=training)
 
@@ -520,6 +528,7 @@ class DeepDMAE:
             verbose=verbose,
         )
         self.history["pretrain"] = pretrain.history
+        self._check_finite_loss("pretraining", pretrain.history)
 
         self.initialize_centers(x)
 
@@ -546,6 +555,7 @@ class DeepDMAE:
         )
         self.mixture.alpha.assign(config["alpha"])
         self.history["joint"] = joint.history
+        self._check_finite_loss("joint training", joint.history)
 
         self.empty_clusters = self._empty_clusters(self.predict(x))
         if self.empty_clusters:
@@ -556,6 +566,19 @@ class DeepDMAE:
                 config["n_clusters"],
             )
         return self.history
+
+    def _check_finite_loss(self, stage, history):
+        losses_seen = history.get("loss", [])
+        if losses_seen and not np.all(np.isfinite(np.asarray(losses_seen))):
+            first = int(np.argmin(np.isfinite(np.asarray(losses_seen))))
+            config = self.config
+            raise TrainingDivergedError(
+                f"the {stage} loss became {losses_seen[first]} in epoch {first + 1}; "
+                "lower the learning rates "
+                f"({config['pretrain_learning_rate']:g} and "
+                f"{config['learning_rate']:g}), graph_weight "
+                f"({config['graph_weight']:g}) or the loss weights, or scale the data"
+            )
 
     def initialize_centers(self, x, max_attempts=3):
         """Set the DMAE layer's centers (and covariances) from the codes of x.

@@ -11,7 +11,12 @@ import tensorflow as tf
 from conftest import SUBPROCESS_CWD, subprocess_env
 
 from dmae import _ops, datasets, graph, metrics
-from dmae.models import AlphaAnnealing, ClusterCollapseError, DeepDMAE
+from dmae.models import (
+    AlphaAnnealing,
+    ClusterCollapseError,
+    DeepDMAE,
+    TrainingDivergedError,
+)
 
 TINY = {
     "hidden_units": (16,),
@@ -260,6 +265,25 @@ def test_denoising_pretraining():
     again = DeepDMAE(3, noise_std=0.5, seed=1, **TINY)
     again.fit(x, verbose=0)
     assert again.history["pretrain"]["loss"] == model.history["pretrain"]["loss"]
+
+
+def test_noise_above_one_feature_unit():
+    x, _ = blobs()
+    model = DeepDMAE(3, noise_std=4.0, **TINY)
+    model.fit(x, verbose=0)
+    _, code, _ = model.autoencoder(x, training=True)
+    assert np.abs(code.numpy() - model.transform(x)).max() > 1e-2
+
+
+def test_diverged_pretraining_reported():
+    x, _ = blobs()
+    model = DeepDMAE(3, graph_weight=1e30, **TINY)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"the pretraining loss became (nan|inf) in epoch 1; lower the "
+        r"learning rates \(0.001 and 0.0001\), graph_weight \(1e\+30\)",
+    ):
+        model.fit(x, verbose=0)
 
 
 def test_fewer_samples_than_clusters():
