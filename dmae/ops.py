@@ -238,6 +238,16 @@ def _as_dtype_of(value, name, dtype):
     return tf.cast(tensor, dtype) if tensor.dtype != dtype else tensor
 
 
+def _check_alpha_value(alpha):
+    # Only a value known while the graph is built can be checked here; the
+    # layers also check the α they are given.
+    value = tf.get_static_value(alpha)
+    if value is None or np.ndim(value) != 0:
+        return
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, but is {value}")
+
+
 def soft_assignment(
     distance, centers, mixers, alpha, covariances=None, name=None, implementation=None
 ):
@@ -256,11 +266,13 @@ def soft_assignment(
     all +inf gets S = π⁺ / Σπ⁺.
 
     Args:
-      distance: [n, k] dissimilarities to the k centers (float16 and bfloat16
-        are computed in float32).
+      distance: [n, k] dissimilarities to the k centers. float16 and
+        bfloat16 are computed in float32, with every input cast to float32
+        and the outputs cast back.
       centers: [k, d].
       mixers: [k] mixing weights π.
       alpha: scalar inverse temperature (a tensor, so it can be annealed).
+        A value known while the graph is built must be finite and >= 0.
       covariances: optional [k, d, d].
       implementation: "fused" or None runs Dmae>SoftAssignment unless
         DMAE_OPS=reference, and "reference" always runs
@@ -275,7 +287,8 @@ def soft_assignment(
       ([n, d, d]) when covariances is given.
 
     Raises:
-      ValueError: for a non-float dtype or shapes the op rejects, as far as
+      ValueError: for a non-float dtype, a known alpha that is negative or
+        not finite, or shapes the op rejects, as far as
         they are known while the graph is built; the op raises
         InvalidArgumentError with the same message for shapes only known at
         run time.
@@ -287,6 +300,20 @@ def soft_assignment(
         )
     with tf.name_scope(name or "soft_assignment"):
         distance = _as_float_tensor(distance, "distance")
+        alpha = _as_float_tensor(alpha, "alpha")
+        _check_alpha_value(alpha)
+        if distance.dtype in (tf.float16, tf.bfloat16):
+            # Computed in float32 here rather than in the op, so that alpha
+            # keeps its value when it is above the 16-bit maximum.
+            outputs = soft_assignment(
+                tf.cast(distance, tf.float32),
+                centers,
+                mixers,
+                alpha,
+                covariances,
+                implementation=implementation,
+            )
+            return tuple(tf.cast(output, distance.dtype) for output in outputs)
         centers = _as_dtype_of(centers, "centers", distance.dtype)
         mixers = _as_dtype_of(mixers, "mixers", distance.dtype)
         alpha = _as_dtype_of(alpha, "alpha", distance.dtype)

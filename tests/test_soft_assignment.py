@@ -862,3 +862,33 @@ def test_bit_identical_across_runs():
     second = gradients(ops.soft_assignment, inputs)
     for name in inputs:
         np.testing.assert_array_equal(first[name].numpy(), second[name].numpy())
+
+
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+@pytest.mark.parametrize("alpha", [-1.0, float("inf"), float("nan")])
+def test_known_bad_alpha_rejected(implementation, alpha):
+    distance = tf.constant([[0.0, 1.0, 2.0]])
+    centers = tf.zeros((3, 2))
+    mixers = tf.fill([3], 1 / 3)
+    with pytest.raises(ValueError, match=r"alpha must be a finite number >= 0, but is"):
+        ops.soft_assignment(
+            distance, centers, mixers, alpha, implementation=implementation
+        )
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
+@pytest.mark.parametrize("implementation", ["fused", "reference"])
+def test_sixteen_bit_distance_keeps_large_alpha(dtype, implementation):
+    # 1e5 is above the float16 maximum (65504); S must still be one-hot.
+    distance = tf.constant([[0.0, 1.0, 2.0], [2.0, 0.5, 1.0]], dtype=dtype)
+    centers = tf.constant([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=dtype)
+    mixers = tf.constant([0.2, 0.3, 0.5], dtype=dtype)
+    s, mu_tilde, pi_tilde = ops.soft_assignment(
+        distance, centers, mixers, 1e5, implementation=implementation
+    )
+    assert s.dtype == dtype
+    np.testing.assert_array_equal(s.numpy().astype(np.float32), [[1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(mu_tilde.numpy().astype(np.float32), [[0, 0], [1, 0]])
+    np.testing.assert_allclose(
+        pi_tilde.numpy().astype(np.float32), [0.2, 0.3], rtol=1e-2
+    )
