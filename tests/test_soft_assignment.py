@@ -42,6 +42,21 @@ def as_numpy(tensors):
     return [t.numpy().astype(np.float64) for t in tensors]
 
 
+def assert_gradient_close(got, want, rtol, atol, name, scale=10.0):
+    """Compare two gradients with tolerances widened by scale.
+
+    Gradients sum over n or k terms, so their rounding grows with them.
+    """
+    got, want = as_numpy([got, want])
+    np.testing.assert_allclose(
+        got,
+        want,
+        rtol=scale * rtol,
+        atol=scale * atol * max(1.0, np.abs(want).max()),
+        err_msg=name,
+    )
+
+
 def weighted_total(outputs, seed=1):
     """A scalar that depends on every element of every output."""
     rng = np.random.default_rng(seed)
@@ -91,18 +106,10 @@ def test_gradients_match_reference(shape, dtype, covariances):
     fused = gradients(ops.soft_assignment, inputs)
     expected = gradients(reference.soft_assignment, inputs)
     rtol, atol = TOLERANCE[dtype]
-    # Gradients sum over n or k terms, so their rounding grows with them.
     scale = 20.0 if dtype in (tf.float16, tf.bfloat16) else 10.0
     for name in inputs:
-        got, want = as_numpy([fused[name], expected[name]])
         assert fused[name].dtype == dtype, name
-        np.testing.assert_allclose(
-            got,
-            want,
-            rtol=scale * rtol,
-            atol=scale * atol * max(1.0, np.abs(want).max()),
-            err_msg=name,
-        )
+        assert_gradient_close(fused[name], expected[name], rtol, atol, name, scale)
 
 
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64], ids=lambda t: t.name)
@@ -132,14 +139,7 @@ def test_inactive_clusters_in_vector_lanes(dtype):
     expected_grads = gradients(reference.soft_assignment, inputs)
     assert np.all(fused_grads["distance"].numpy()[:, [0, 9, 18]] == 0.0)
     for name in inputs:
-        got, want = as_numpy([fused_grads[name], expected_grads[name]])
-        np.testing.assert_allclose(
-            got,
-            want,
-            rtol=10 * rtol,
-            atol=10 * atol * max(1.0, np.abs(want).max()),
-            err_msg=name,
-        )
+        assert_gradient_close(fused_grads[name], expected_grads[name], rtol, atol, name)
 
 
 # With a dense S, μ̃, Σ̃ and the backward products run on the packed matrix
@@ -550,15 +550,9 @@ def test_extreme_rows_match_reference(dtype, covariances):
     fused_grads = gradients(ops.soft_assignment, inputs)
     reference_grads = gradients(reference.soft_assignment, inputs)
     for name in inputs:
-        fused, expected = fused_grads[name].numpy(), reference_grads[name].numpy()
-        assert np.all(np.isfinite(fused)), name
-        # As in test_gradients_match_reference: the sums round differently.
-        np.testing.assert_allclose(
-            fused,
-            expected,
-            rtol=10 * rtol,
-            atol=10 * atol * max(1.0, np.abs(expected).max()),
-            err_msg=name,
+        assert np.all(np.isfinite(fused_grads[name].numpy())), name
+        assert_gradient_close(
+            fused_grads[name], reference_grads[name], rtol, atol, name
         )
 
 
