@@ -235,23 +235,17 @@ class _DissimilarityMixtureBase(keras.layers.Layer):
         centers = tf.cast(self.centers, self.compute_dtype)
         inputs = tf.cast(inputs, self.compute_dtype)
         distance = self._distance(inputs, centers, precisions)
-
-        # float16 cannot hold α > 65504, so α·D would be inf and S NaN.
-        dtype = self.compute_dtype
-        if dtype in ("float16", "bfloat16"):
-            dtype = "float32"
-        covariances = None
-        if soft_covariance:
-            covariances = tf.cast(precisions, dtype)
-        outputs = ops.soft_assignment(
-            tf.cast(distance, dtype),
-            tf.cast(centers, dtype),
-            tf.reshape(tf.cast(self.mixers, dtype), [-1]),
-            tf.cast(self.alpha, dtype),
-            covariances,
+        mixers = tf.reshape(tf.cast(self.mixers, self.compute_dtype), [-1])
+        # α stays float32: ops.soft_assignment runs 16-bit distances in
+        # float32, and float16 cannot hold α > 65504.
+        return ops.soft_assignment(
+            distance,
+            centers,
+            mixers,
+            self.alpha,
+            precisions if soft_covariance else None,
             implementation=SOFT_ASSIGNMENT_IMPLEMENTATION,
         )
-        return tuple(tf.cast(t, self.compute_dtype) for t in outputs)
 
     def _distance(self, inputs, centers, covariances):
         if self.dissimilarity is not None:
