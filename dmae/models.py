@@ -568,17 +568,22 @@ class DeepDMAE:
         return self.history
 
     def _check_finite_loss(self, stage, history):
-        losses_seen = history.get("loss", [])
-        if losses_seen and not np.all(np.isfinite(np.asarray(losses_seen))):
-            first = int(np.argmin(np.isfinite(np.asarray(losses_seen))))
-            config = self.config
-            raise TrainingDivergedError(
-                f"the {stage} loss became {losses_seen[first]} in epoch {first + 1}; "
-                "lower the learning rates "
-                f"({config['pretrain_learning_rate']:g} and "
-                f"{config['learning_rate']:g}), graph_weight "
-                f"({config['graph_weight']:g}) or the loss weights, or scale the data"
-            )
+        """Raise TrainingDivergedError if an epoch of `stage` ended non-finite."""
+        finite = np.isfinite(np.asarray(history.get("loss", [])))
+        if finite.all():
+            return
+        epoch = int(np.argmin(finite))
+        config = self.config
+        settings = [
+            f"the learning rates ({config['pretrain_learning_rate']:g} and "
+            f"{config['learning_rate']:g})"
+        ]
+        if config["graph_weight"] > 0:
+            settings.append(f"graph_weight ({config['graph_weight']:g})")
+        raise TrainingDivergedError(
+            f"the {stage} loss became {history['loss'][epoch]} in epoch {epoch + 1}. "
+            f"Lower {', '.join(settings)} or the loss weights, or scale the data"
+        )
 
     def initialize_centers(self, x, max_attempts=3):
         """Set the DMAE layer's centers (and covariances) from the codes of x.

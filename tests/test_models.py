@@ -280,7 +280,7 @@ def test_diverged_pretraining_reported():
     model = DeepDMAE(3, graph_weight=1e30, **TINY)
     with pytest.raises(
         TrainingDivergedError,
-        match=r"the pretraining loss became (nan|inf) in epoch 1; lower the "
+        match=r"the pretraining loss became (nan|inf) in epoch 1\. Lower the "
         r"learning rates \(0.001 and 0.0001\), graph_weight \(1e\+30\)",
     ):
         model.fit(x, verbose=0)
