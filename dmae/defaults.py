@@ -11,12 +11,13 @@ command line can print them in --help without importing it.
 # for image data) added about 0.02 ACC at the center initialization, and
 # 300 instead of 150 pretraining epochs raised the median ACC over seeds
 # 0, 1, 2 from 0.78 to 0.81.
-# Pretraining uses Adam rather than the paper's SGD (lr 1, momentum 0.9),
-# which was not tried here.
-# NOTE: the median ACC over seeds 0, 1, 2 stays near 0.81, below 0.85,
+# Pretraining uses Adam. The DMAE paper's replication scripts use SGD
+# (lr 1, momentum 0.9), which was not measured on digits.
+# NOTE: the median ACC over seeds 0, 1, 2 stays near 0.82, below 0.85,
 # because for seeds 0 and 2 the pretrained codes split the 1s and merge the
-# 3s with the 9s. Other center initializations, batch 64 pretraining and
-# augmentation in the joint stage did not fix that (benchmarks/RESULTS.md).
+# 3s with the 9s. Other center initializations, denoising, other network
+# and code sizes and joint-stage settings did not fix that
+# (benchmarks/RESULTS.md).
 DEFAULTS = {
     "alpha": 100.0,
     "latent_dim": 10,
