@@ -231,7 +231,7 @@ def test_output_is_file(tmp_path, capsys):
     assert (tmp_path / "kept.txt").read_text() == "x"
 
 
-def test_output_below_file_rejected_before_training(tmp_path, capsys):
+def test_output_below_file_rejected(tmp_path, capsys):
     (tmp_path / "kept.txt").write_text("x")
     output = tmp_path / "kept.txt" / "run"
     status, out, err = run_main(["cluster", *TINY, "--output", str(output)], capsys)
@@ -318,7 +318,7 @@ def test_info(capsys):
     )
 
 
-def test_interrupt_prints_one_line_and_writes_nothing(tmp_path):
+def test_interrupt_writes_nothing(tmp_path):
     output = tmp_path / "run"
     # Progress bars on, so that stdout shows when training has started.
     tiny = [arg for arg in TINY if arg != "--quiet"]

@@ -102,7 +102,7 @@ def test_csv_text_labels_are_numbered(tmp_path, header):
     np.testing.assert_array_equal(dataset.y, [0, 1, 0])
 
 
-def test_csv_text_outside_labels_column_is_an_error(tmp_path):
+def test_csv_text_data_rejected(tmp_path):
     (tmp_path / "data.csv").write_text("0.5,cat,1\n2.5,dog,2\n")
     with pytest.raises(ValueError, match="contains a non-numeric value"):
         datasets.load("file", tmp_path / "data.csv", labels_column=2)

@@ -115,7 +115,7 @@ def test_get_set_params_round_trip():
     assert copy.get_params() == model.get_params()
 
 
-def test_graph_and_noise_settings_reach_the_model(blobs):
+def test_graph_and_noise_settings_passed(blobs):
     x, _ = blobs
     settings = {**TINY, "latent_dim": 3}
     model = DMAEClustering(

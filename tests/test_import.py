@@ -75,7 +75,7 @@ def test_tensorflow_alone_registers_nothing():
     ]
 
 
-def test_bad_ops_mode_leaves_tensorflow_import_alone():
+def test_bad_ops_mode_tensorflow_imports():
     # The first op reports the bad value; importing TensorFlow still works.
     code = textwrap.dedent(
         """

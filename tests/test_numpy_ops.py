@@ -446,7 +446,7 @@ def test_soft_assignment_matches_the_op_bit_for_bit(dtype, with_covariances, n):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_soft_assignment_huge_and_infinite_distances(dtype):
+def test_soft_assignment_extreme_distances(dtype):
     big = np.finfo(dtype).max
     distance = np.array(
         [[0.9 * big, 0.5 * big, big], [np.inf, np.inf, np.inf], [np.inf, 1.0, 2.0]],

@@ -353,7 +353,7 @@ def test_mahalanobis_at_odd_sizes(dtype, shape):
         assert_close(a, b, tolerance_dtype, f"d/d{name} {shape}")
 
 
-def test_mahalanobis_nearly_equal_points_keep_distance():
+def test_mahalanobis_nearly_equal_points():
     # u = x - y is exact in float32 here, so D can be as accurate as the
     # product uᵀΣu itself: a few ulps relative to the float64 value of the
     # same rounded inputs. The expansion xᵀΣx - 2xᵀΣy + yᵀΣy would lose all
