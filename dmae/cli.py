@@ -116,8 +116,8 @@ def build_parser():
     cluster = commands.add_parser(
         "cluster",
         help="train a DeepDMAE and write the model, assignments, metrics and figures",
-        description="Train a DeepDMAE (autoencoder pretraining, center "
-        "initialization, joint training) and write its outputs.",
+        description="Train a DeepDMAE (autoencoder pretraining, graph stage, "
+        "center initialization, joint training) and write its outputs.",
     )
     data = cluster.add_argument_group("data")
     data.add_argument(
@@ -276,19 +276,26 @@ def build_parser():
     training.add_argument(
         "--graph-weight",
         type=_non_negative_float,
-        default=0.0,
-        help="weight of the loss between each code and its row of a Laplacian "
-        "eigenmap (latent-dim columns) of the input's nearest-neighbor graph, "
-        "for clusters on curved manifolds such as moons and circles; set "
-        "--latent-dim to the number of clusters with it (default: 0, off)",
+        default=DEFAULTS["graph_weight"],
+        help="weight, in the graph stage after pretraining, of the loss between "
+        "each code and its row of a Laplacian eigenmap (latent-dim columns) of "
+        "the codes' nearest-neighbor graph; it lets clusters follow curved "
+        "shapes such as moons and circles. 0 turns the stage off "
+        f"(default: {DEFAULTS['graph_weight']:g})",
     )
     training.add_argument(
         "--neighbors",
         type=_positive_int,
-        default=10,
+        default=DEFAULTS["neighbors"],
         metavar="K",
-        help="nearest neighbors per sample in the graph of --graph-weight "
-        "(default: 10)",
+        help="nearest neighbors per sample in the graph of the graph stage, "
+        f"at most the number of samples - 1 (default: {DEFAULTS['neighbors']})",
+    )
+    training.add_argument(
+        "--graph-epochs",
+        type=_non_negative_int,
+        default=DEFAULTS["graph_epochs"],
+        help=f"epochs of the graph stage (default: {DEFAULTS['graph_epochs']})",
     )
     training.add_argument(
         "--seed", type=int, default=0, help="seed of weights, data order and k-means"
@@ -540,15 +547,12 @@ def _model_settings(args, dataset):
                 "--architecture conv and --augment need image data (digits, mnist, "
                 "fashion-mnist or a file of images [n, height, width(, channels)])"
             )
-    if args.graph_weight > 0 and not args.neighbors < dataset.x.shape[0]:
+    graph_stage = args.graph_weight > 0 and args.graph_epochs > 0
+    if graph_stage and not args.latent_dim < dataset.x.shape[0]:
         raise InputError(
-            f"--neighbors must be below the {dataset.x.shape[0]} samples, but is "
-            f"{args.neighbors}"
-        )
-    if args.graph_weight > 0 and not args.latent_dim < dataset.x.shape[0]:
-        raise InputError(
-            f"--latent-dim must be below the {dataset.x.shape[0]} samples with "
-            f"--graph-weight, but is {args.latent_dim}"
+            f"--latent-dim must be below the {dataset.x.shape[0]} samples for the "
+            f"graph stage, but is {args.latent_dim}; lower it or pass "
+            "--graph-weight 0"
         )
     interval = args.interval or dataset.period or 2.0
     return {
@@ -574,6 +578,7 @@ def _model_settings(args, dataset):
         "seed": args.seed,
         "graph_weight": args.graph_weight,
         "neighbors": args.neighbors,
+        "graph_epochs": args.graph_epochs,
     }
 
 

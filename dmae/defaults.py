@@ -31,4 +31,7 @@ DEFAULTS = {
     "batch_size": 256,
     "pretrain_learning_rate": 1e-3,
     "learning_rate": 1e-4,
+    "graph_weight": 1.0,
+    "neighbors": 50,
+    "graph_epochs": 50,
 }

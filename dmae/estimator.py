@@ -65,13 +65,17 @@ class DMAEClustering(
     noise_std : float, default=0.0
         Standard deviation of the Gaussian noise added to the encoder's
         input during pretraining (a denoising autoencoder); 0 turns it off.
-    graph_weight : float, default=0.0
-        Weight of the loss that pulls each code towards its row of a
-        Laplacian eigenmap of X's nearest-neighbor graph, in both training
-        stages (see dmae.graph); 0 turns it off. Use it with latent_dim equal
-        to n_clusters, for clusters on curved manifolds.
-    neighbors : int, default=10
-        Nearest neighbors per sample in the graph of graph_weight.
+    graph_weight : float, default=1.0
+        Weight, in the graph stage between pretraining and the center
+        initialization, of the loss that pulls each code towards its row of
+        a Laplacian eigenmap of the pretrained codes' nearest-neighbor graph
+        (see dmae.graph); 0 turns the stage off. It lets clusters follow
+        curved manifolds.
+    neighbors : int, default=50
+        Nearest neighbors per sample in the graph of the graph stage; lowered
+        to n_samples - 1 for smaller data.
+    graph_epochs : int, default=50
+        Epochs of the graph stage.
     random_state : int, RandomState instance or None, default=None
         Source of DeepDMAE's seed. fit calls keras.utils.set_random_seed with
         that seed, which also reseeds Python's, NumPy's and TensorFlow's
@@ -117,8 +121,9 @@ class DMAEClustering(
         lambda_c=DEFAULTS["lambda_c"],
         lambda_r=DEFAULTS["lambda_r"],
         noise_std=DEFAULTS["noise_std"],
-        graph_weight=0.0,
-        neighbors=10,
+        graph_weight=DEFAULTS["graph_weight"],
+        neighbors=DEFAULTS["neighbors"],
+        graph_epochs=DEFAULTS["graph_epochs"],
         random_state=None,
         verbose=0,
     ):
@@ -137,6 +142,7 @@ class DMAEClustering(
         self.noise_std = noise_std
         self.graph_weight = graph_weight
         self.neighbors = neighbors
+        self.graph_epochs = graph_epochs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -165,6 +171,7 @@ class DMAEClustering(
             noise_std=self.noise_std,
             graph_weight=self.graph_weight,
             neighbors=self.neighbors,
+            graph_epochs=self.graph_epochs,
             seed=int(seed),
         )
 

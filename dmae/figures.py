@@ -56,11 +56,20 @@ def confusion_matrix(path, y_true, labels):
 
 
 def loss_curves(path, history):
-    """Plot the per-epoch losses of pretraining and joint training."""
+    """Plot the per-epoch losses of the autoencoder stages and joint training.
+
+    The graph stage, when it ran, continues the pretraining curve on the
+    left, so its epochs are numbered after the pretraining epochs.
+    """
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, values in history.get("pretrain", {}).items():
-        left.plot(np.arange(1, len(values) + 1), values, label=name)
-    left.set_title("Autoencoder pretraining")
+    pretrain = history.get("pretrain", {})
+    for name, values in pretrain.items():
+        left.plot(np.arange(1, len(values) + 1), values, label=f"pretraining {name}")
+    start = len(pretrain.get("loss", [])) + 1
+    for name, values in history.get("graph", {}).items():
+        epochs = np.arange(start, start + len(values))
+        left.plot(epochs, values, label=f"graph stage {name}")
+    left.set_title("Autoencoder" + (", then graph stage" if "graph" in history else ""))
     for name, values in history.get("joint", {}).items():
         right.plot(np.arange(1, len(values) + 1), values, label=name)
     right.set_title("Joint training")

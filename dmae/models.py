@@ -13,11 +13,15 @@ euclidean and squared_euclidean, k-means centers and covariances for
 mahalanobis, k-means++ with the chosen dissimilarity for the other kinds.
 Last, the whole model is trained on the joint loss.
 
-With graph_weight λ_g > 0, both stages add λ_g · mean_d (z_d − e_d)², where
-e is the sample's row of a Laplacian eigenmap of the k-nearest-neighbor graph
-of the inputs (dmae.graph). This lets the clusters follow curved manifolds,
-such as two interleaved moons or two concentric rings, that no partition of
-the input space by nearest center separates.
+With graph_weight λ_g > 0 and graph_epochs > 0, a graph stage runs between
+pretraining and the center initialization. It computes a Laplacian eigenmap
+(dmae.graph) of the nearest-neighbor graph of the pretrained codes and trains
+the autoencoder for graph_epochs more epochs on the MSE plus
+λ_g · mean_d (z_d − e_d)², e being the sample's eigenmap row. The codes then
+follow the neighborhoods of the code space rather than the distances in it:
+clusters on curved manifolds, such as two interleaved moons or two
+concentric rings, become groups that a nearest-center partition separates,
+and on digits the 1s are no longer split while the 3s and 9s stay apart.
 
 The defaults are sized for scikit-learn's digits (1797 samples of 64
 features): see DEFAULTS.
@@ -167,8 +171,14 @@ class _PretrainModel(_DistributedLogs, keras.Model):
 
     With noise_std > 0 it is a denoising autoencoder: Gaussian noise is added
     to the encoder's (augmented) input, and the target of the decoder is
-    that input without the noise. When fit gets y, the rows of a Laplacian
-    eigenmap, the loss adds graph_weight times _graph_loss of the codes.
+    that input without the noise.
+
+    With graph_weight > 0 it is the model of the graph stage. Each input row
+    is then a sample followed by its eigenmap row (latent_dim values), the
+    loss adds graph_weight times _graph_loss of the codes, and the logs show
+    both terms. NOTE: the eigenmap travels in x rather than as fit's y
+    because Keras 3.15 under MultiWorkerMirroredStrategy with two workers
+    fails to reduce a first batch of (x, y) while building the model.
     """
 
     def __init__(
@@ -177,6 +187,7 @@ class _PretrainModel(_DistributedLogs, keras.Model):
         decoder,
         augmenter=None,
         graph_weight=0.0,
+        latent_dim=None,
         noise_std=0.0,
         seed=None,
         **kwargs,
@@ -186,12 +197,19 @@ class _PretrainModel(_DistributedLogs, keras.Model):
         self.decoder = decoder
         self.augmenter = augmenter
         self.graph_weight = graph_weight
+        self.latent_dim = latent_dim
         self.noise_std = noise_std
         # keras.layers.GaussianNoise accepts only stddev <= 1, too little
         # for features that are not scaled to [0, 1].
         self.noise_seed = keras.random.SeedGenerator(seed) if noise_std > 0 else None
+        # Created only when used, so that plain pretraining logs just "loss".
+        if graph_weight > 0:
+            self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+            self.graph_tracker = keras.metrics.Mean(name="graph_loss")
 
     def call(self, x, training=False):
+        if self.graph_weight > 0:
+            x, eigenmap = x[:, : -self.latent_dim], x[:, -self.latent_dim :]
         if self.augmenter is not None and training:
             x = self.augmenter(x, training=True)
         corrupted = x
@@ -201,15 +219,19 @@ class _PretrainModel(_DistributedLogs, keras.Model):
             )
             corrupted = x + noise
         code = self.encoder(corrupted, training=training)
-        return x, code, self.decoder(code, training=training)
+        outputs = (x, code, self.decoder(code, training=training))
+        return outputs + (eigenmap,) if self.graph_weight > 0 else outputs
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
-        target, code, reconstruction = y_pred
+        target, code, reconstruction = y_pred[:3]
         loss = tf.reduce_mean(tf.square(target - reconstruction))
-        if y is not None and self.graph_weight > 0:
-            loss += self.graph_weight * _graph_loss(code, y)
+        if self.graph_weight > 0:
+            graph_loss = _graph_loss(code, y_pred[3])
+            self.reconstruction_tracker.update_state(loss)
+            self.graph_tracker.update_state(graph_loss)
+            loss += self.graph_weight * graph_loss
         return _scale_for_replicas(loss)
 
 
@@ -224,10 +246,6 @@ class _JointModel(_DistributedLogs, keras.Model):
         self.settings = settings
         self.clustering_tracker = keras.metrics.Mean(name="clustering_loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
-        # Created only when used, so the logs of a model without the graph
-        # loss keep their names.
-        if settings["graph_weight"] > 0:
-            self.graph_tracker = keras.metrics.Mean(name="graph_loss")
 
     def call(self, x, training=False):
         code = self.encoder(x, training=training)
@@ -272,10 +290,6 @@ class _JointModel(_DistributedLogs, keras.Model):
             self.settings["lambda_c"] * clustering
             + self.settings["lambda_r"] * reconstruction
         )
-        if y is not None and self.settings["graph_weight"] > 0:
-            graph_loss = _graph_loss(y_pred["code"], y)
-            self.graph_tracker.update_state(graph_loss)
-            total += self.settings["graph_weight"] * graph_loss
         return _scale_for_replicas(total)
 
 
@@ -332,12 +346,13 @@ class DeepDMAE:
         stages.
       p, interval, eps, normalization: arguments of minkowski,
         toroidal_euclidean and kullback_leibler, as in dmae.layers.
-      graph_weight: weight λ_g of the loss that pulls each code towards its
-        row of a Laplacian eigenmap with latent_dim columns (dmae.graph), in
-        both training stages; 0 (default) turns it off. Set latent_dim to the
-        number of clusters with it.
-      neighbors: number k of nearest neighbors, in the input space, that
-        define the graph of the eigenmap.
+      graph_weight: weight λ_g, in the graph stage, of the loss that pulls
+        each code towards its row of a Laplacian eigenmap (latent_dim columns,
+        dmae.graph) of the pretrained codes; 0 turns the stage off.
+      neighbors: number k of nearest neighbors, among the pretrained codes,
+        that define the graph of the eigenmap; lowered to n_samples - 1 for
+        smaller data.
+      graph_epochs: epochs of the graph stage.
       seed: seed of weights, shuffling, augmentation and k-means.
       strategy: a tf.distribute.Strategy to build and train under, or None.
     """
@@ -367,8 +382,9 @@ class DeepDMAE:
         normalization="softmax_abs",
         seed=0,
         strategy=None,
-        graph_weight=0.0,
-        neighbors=10,
+        graph_weight=DEFAULTS["graph_weight"],
+        neighbors=DEFAULTS["neighbors"],
+        graph_epochs=DEFAULTS["graph_epochs"],
     ):
         if not (isinstance(n_clusters, int) and n_clusters >= 1):
             raise ValueError(
@@ -390,7 +406,11 @@ class DeepDMAE:
         for name, value in (("alpha", alpha), ("batch_size", batch_size)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, but is {value}")
-        for name, value in (("pretrain_epochs", pretrain_epochs), ("epochs", epochs)):
+        for name, value in (
+            ("pretrain_epochs", pretrain_epochs),
+            ("epochs", epochs),
+            ("graph_epochs", graph_epochs),
+        ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, but is {value}")
         if not (math.isfinite(noise_std) and noise_std >= 0):
@@ -434,6 +454,7 @@ class DeepDMAE:
             "seed": int(seed),
             "graph_weight": float(graph_weight),
             "neighbors": int(neighbors),
+            "graph_epochs": int(graph_epochs),
         }
         self.strategy = strategy or tf.distribute.get_strategy()
         self.input_dim = None
@@ -464,10 +485,20 @@ class DeepDMAE:
                 self.encoder,
                 self.decoder,
                 augmenter,
-                config["graph_weight"],
-                config["noise_std"],
-                config["seed"],
+                noise_std=config["noise_std"],
+                seed=config["seed"],
                 name="autoencoder",
+            )
+            # The graph stage trains the same layers on another loss.
+            self.graph_model = _PretrainModel(
+                self.encoder,
+                self.decoder,
+                augmenter,
+                graph_weight=config["graph_weight"],
+                latent_dim=config["latent_dim"],
+                noise_std=config["noise_std"],
+                seed=config["seed"],
+                name="graph_stage",
             )
             self.joint = _JointModel(
                 self.encoder, self.mixture, self.decoder, config, name="deep_dmae"
@@ -498,7 +529,11 @@ class DeepDMAE:
     # Training
 
     def fit(self, x, verbose="auto"):
-        """Train in three stages and return the per-epoch losses of each."""
+        """Train in three stages (four with the graph stage); return their losses.
+
+        The result maps "pretrain", "graph" (when it ran) and "joint" to the
+        per-epoch logs of each stage.
+        """
         x = self._check_input(x)
         n_clusters = self.config["n_clusters"]
         if x.shape[0] < n_clusters:
@@ -506,14 +541,16 @@ class DeepDMAE:
                 f"x has {x.shape[0]} samples, fewer than the {n_clusters} clusters "
                 "requested"
             )
-        keras.utils.set_random_seed(self.config["seed"])
-        self._build(x.shape[1])
         config = self.config
-        eigenmap = None
-        if config["graph_weight"] > 0:
-            eigenmap = graph.laplacian_eigenmap(
-                x, config["latent_dim"], config["neighbors"], config["seed"]
+        graph_stage = config["graph_weight"] > 0 and config["graph_epochs"] > 0
+        if graph_stage and not config["latent_dim"] < x.shape[0]:
+            raise ValueError(
+                f"latent_dim must be below the {x.shape[0]} samples of x for the "
+                f"graph stage, but is {config['latent_dim']}; lower it or set "
+                "graph_weight to 0"
             )
+        keras.utils.set_random_seed(config["seed"])
+        self._build(x.shape[1])
 
         with self.strategy.scope():
             self.autoencoder.compile(
@@ -521,7 +558,6 @@ class DeepDMAE:
             )
         pretrain = self.autoencoder.fit(
             x,
-            eigenmap,
             batch_size=config["batch_size"],
             epochs=config["pretrain_epochs"],
             shuffle=True,
@@ -529,6 +565,9 @@ class DeepDMAE:
         )
         self.history["pretrain"] = pretrain.history
         self._check_finite_loss("pretraining", pretrain.history)
+
+        if graph_stage:
+            self._fit_graph_stage(x, verbose)
 
         self.initialize_centers(x)
 
@@ -546,7 +585,6 @@ class DeepDMAE:
             self.joint.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
         joint = self.joint.fit(
             x,
-            eigenmap,
             batch_size=config["batch_size"],
             epochs=config["epochs"],
             shuffle=True,
@@ -566,6 +604,33 @@ class DeepDMAE:
                 config["n_clusters"],
             )
         return self.history
+
+    def _fit_graph_stage(self, x, verbose):
+        """Fit the codes towards a Laplacian eigenmap of the codes' own graph."""
+        config = self.config
+        neighbors = min(config["neighbors"], x.shape[0] - 1)
+        if neighbors < config["neighbors"]:
+            logger.warning(
+                "neighbors lowered from %d to %d, the number of other samples",
+                config["neighbors"],
+                neighbors,
+            )
+        eigenmap = graph.laplacian_eigenmap(
+            self.transform(x), config["latent_dim"], neighbors, config["seed"]
+        )
+        with self.strategy.scope():
+            self.graph_model.compile(
+                optimizer=keras.optimizers.Adam(config["pretrain_learning_rate"])
+            )
+        stage = self.graph_model.fit(
+            np.concatenate([x, eigenmap], axis=1),
+            batch_size=config["batch_size"],
+            epochs=config["graph_epochs"],
+            shuffle=True,
+            verbose=verbose,
+        )
+        self.history["graph"] = stage.history
+        self._check_finite_loss("graph stage", stage.history)
 
     def _check_finite_loss(self, stage, history):
         """Raise TrainingDivergedError if an epoch of `stage` ended non-finite."""

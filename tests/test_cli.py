@@ -26,6 +26,8 @@ TINY = [
     "4",
     "--batch-size",
     "64",
+    "--graph-epochs",
+    "2",
     "--quiet",
 ]
 
@@ -93,16 +95,20 @@ def test_cluster_graph_settings_saved(tmp_path, capsys):
     output = tmp_path / "run"
     argv = ["cluster", "--dataset", "moons", *TINY, "--output", str(output)]
     argv += ["--graph-weight", "2.5", "--neighbors", "6", "--noise-std", "0.05"]
+    argv += ["--graph-epochs", "3"]
     status, _, err = run_main(argv, capsys)
     assert status == 0, err
+    expected = {
+        "noise_std": 0.05,
+        "graph_weight": 2.5,
+        "neighbors": 6,
+        "graph_epochs": 3,
+    }
     settings = json.loads((output / "metrics.json").read_text())["settings"]
-    assert settings["noise_std"] == 0.05
-    assert settings["graph_weight"] == 2.5
-    assert settings["neighbors"] == 6
     config = json.loads((output / "model" / "config.json").read_text())
-    assert config["graph_weight"] == 2.5
-    assert config["neighbors"] == 6
-    assert config["noise_std"] == 0.05
+    for name, value in expected.items():
+        assert settings[name] == value, name
+        assert config[name] == value, name
 
 
 def test_cluster_unlabeled_file(tmp_path, capsys):
@@ -153,23 +159,13 @@ BAD_INPUTS = [
     ),
     (["--epochs", "x"], r"argument --epochs: must be an integer >= 0, but is 'x'"),
     (
-        ["--data", "{tmp}/few.npy", "--clusters", "2", "--graph-weight", "1"],
-        r"--neighbors must be below the 3 samples, but is 10",
+        ["--graph-epochs", "-2"],
+        r"argument --graph-epochs: must be an integer >= 0, but is -2",
     ),
     (
-        [
-            "--data",
-            "{tmp}/few.npy",
-            "--clusters",
-            "2",
-            "--graph-weight",
-            "1",
-            "--neighbors",
-            "2",
-            "--latent-dim",
-            "3",
-        ],
-        r"--latent-dim must be below the 3 samples with --graph-weight, but is 3",
+        ["--data", "{tmp}/few.npy", "--clusters", "2"],
+        r"--latent-dim must be below the 3 samples for the graph stage, but is 10; "
+        r"lower it or pass --graph-weight 0",
     ),
 ]
 
@@ -264,6 +260,7 @@ def test_help_names_units(capsys):
         "--output",
         "--graph-weight",
         "--neighbors",
+        "--graph-epochs",
     ):
         assert option in out
     assert "in samples" in out

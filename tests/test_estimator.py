@@ -23,6 +23,7 @@ TINY = {
     "pretrain_epochs": 2,
     "epochs": 2,
     "batch_size": 32,
+    "graph_epochs": 2,
     "random_state": 0,
 }
 
@@ -121,12 +122,14 @@ def test_graph_and_noise_settings_passed(blobs):
     model = DMAEClustering(
         3, noise_std=0.05, graph_weight=2.0, neighbors=np.int64(6), **settings
     )
+    model.set_params(graph_epochs=3)
     model.fit(x)
     config = model.model_.config
     assert config["noise_std"] == 0.05
     assert config["graph_weight"] == 2.0
     assert config["neighbors"] == 6
-    assert "graph_loss" in model.model_.history["joint"]
+    assert config["graph_epochs"] == 3
+    assert len(model.model_.history["graph"]["graph_loss"]) == 3
     assert model.labels_.shape == (x.shape[0],)
 
 
@@ -214,6 +217,7 @@ def test_sklearn_estimator_checks():
         pretrain_epochs=1,
         epochs=1,
         batch_size=64,
+        graph_epochs=1,
         random_state=0,
     )
     check_estimator(estimator, expected_failed_checks=EXPECTED_FAILED_CHECKS)

@@ -24,6 +24,7 @@ TINY = {
     "pretrain_epochs": 2,
     "epochs": 2,
     "batch_size": 32,
+    "graph_epochs": 2,
 }
 
 
@@ -40,7 +41,10 @@ def test_fit_predict_shapes():
     x, _ = blobs()
     model = DeepDMAE(3, **TINY)
     history = model.fit(x, verbose=0)
+    assert set(history["pretrain"]) == {"loss"}
     assert len(history["pretrain"]["loss"]) == 2
+    assert set(history["graph"]) == {"loss", "reconstruction_loss", "graph_loss"}
+    assert len(history["graph"]["loss"]) == 2
     assert set(history["joint"]) == {"loss", "clustering_loss", "reconstruction_loss"}
     assert model.transform(x).shape == (90, 2)
     probabilities = model.predict_proba(x)
@@ -164,6 +168,7 @@ def test_invalid_settings(kwargs, message):
         ({"neighbors": 0}, r"neighbors must be an integer >= 1, but is 0"),
         ({"neighbors": 2.5}, r"neighbors must be an integer >= 1, but is 2.5"),
         ({"neighbors": True}, r"neighbors must be an integer >= 1, but is True"),
+        ({"graph_epochs": -1}, r"graph_epochs must be >= 0, but is -1"),
     ],
 )
 def test_invalid_graph_settings(kwargs, message):
@@ -171,14 +176,33 @@ def test_invalid_graph_settings(kwargs, message):
         DeepDMAE(2, **kwargs)
 
 
-def test_neighbors_not_below_samples():
+def test_neighbors_lowered_for_small_data(caplog):
     x, _ = blobs(12)
-    model = DeepDMAE(3, graph_weight=1.0, neighbors=12, **TINY)
+    model = DeepDMAE(3, neighbors=50, **TINY)
+    model.fit(x, verbose=0)
+    assert "neighbors lowered from 50 to 11" in caplog.text
+    assert len(model.history["graph"]["loss"]) == 2
+
+
+def test_latent_dim_not_below_samples():
+    x, _ = blobs(12)
+    model = DeepDMAE(3, **{**TINY, "latent_dim": 12})
     with pytest.raises(
         ValueError,
-        match=r"neighbors must be an integer in \[1, 11\] for 12 samples, but is 12",
+        match=r"latent_dim must be below the 12 samples of x for the graph stage, "
+        r"but is 12; lower it or set graph_weight to 0",
     ):
         model.fit(x, verbose=0)
+    assert model.history == {}
+    # Without the graph stage, such a code size is allowed.
+    DeepDMAE(3, **{**TINY, "latent_dim": 12, "graph_weight": 0.0}).fit(x, verbose=0)
+
+
+def test_graph_stage_off():
+    x, _ = blobs()
+    for settings in ({"graph_weight": 0.0}, {"graph_epochs": 0}):
+        model = DeepDMAE(3, **{**TINY, **settings})
+        assert set(model.fit(x, verbose=0)) == {"pretrain", "joint"}
 
 
 def moons_settings(graph_weight):
@@ -189,11 +213,14 @@ def moons_settings(graph_weight):
         "epochs": 3,
         "batch_size": 64,
         "graph_weight": graph_weight,
+        "neighbors": 10,
+        "graph_epochs": 100,
     }
 
 
-def test_graph_loss_separates_moons():
-    dataset = datasets.load("moons", n_samples=300, seed=0)
+def test_graph_stage_separates_moons():
+    # With 300 samples the 10-neighbor graph of the codes joins the two moons.
+    dataset = datasets.load("moons", n_samples=600, seed=0)
     accuracies = {}
     for graph_weight in (0.0, 10.0):
         model = DeepDMAE(2, **moons_settings(graph_weight))
@@ -202,35 +229,48 @@ def test_graph_loss_separates_moons():
         accuracies[graph_weight] = metrics.unsupervised_classification_accuracy(
             dataset.y, labels
         )
-        assert ("graph_loss" in history["joint"]) == (graph_weight > 0)
-    # Measured with these settings: ACC 0.62 without the graph loss, 0.99 with.
+        assert ("graph" in history) == (graph_weight > 0)
+    # Measured with these settings: ACC 0.56 without the graph stage, 0.99 with.
     assert accuracies[0.0] < 0.9
     assert accuracies[10.0] >= 0.95
 
 
-def test_graph_loss_in_joint_total():
+def test_graph_stage_fits_codes_to_their_eigenmap():
     x, _ = blobs()
-    model = DeepDMAE(3, graph_weight=2.0, neighbors=5, **TINY)
-    model.fit(x, verbose=0)
-    eigenmap = graph.laplacian_eigenmap(x, 2, 5)
-    outputs = model.joint(x)
-    clustering = float(tf.reduce_mean(model.joint.clustering_loss(outputs)))
-    reconstruction = float(tf.reduce_mean(tf.square(x - outputs["reconstruction"])))
-    graph_loss = float(np.mean(np.square(outputs["code"].numpy() - eigenmap)))
-    total = float(model.joint.compute_loss(x=x, y=eigenmap, y_pred=outputs))
-    expected = 0.1 * clustering + reconstruction + 2.0 * graph_loss
-    assert total == pytest.approx(expected, rel=1e-5)
+    settings = {**TINY, "neighbors": 8, "graph_epochs": 30, "epochs": 0}
+    before = DeepDMAE(3, **{**settings, "graph_weight": 0.0})
+    before.fit(x, verbose=0)
+    codes = before.transform(x)
+    eigenmap = graph.laplacian_eigenmap(codes, 2, 8)
+    after = DeepDMAE(3, **{**settings, "graph_weight": 2.0})
+    after.fit(x, verbose=0)
+    # The same seed gives both models the same pretraining, so the graph
+    # stage started from `codes` and moved them towards their eigenmap.
+    gap_before = np.mean(np.square(codes - eigenmap))
+    gap_after = np.mean(np.square(after.transform(x) - eigenmap))
+    assert gap_after < 0.5 * gap_before
+
+    # The graph stage reads each sample followed by its eigenmap row.
+    outputs = after.graph_model(np.concatenate([x, eigenmap], axis=1))
+    np.testing.assert_array_equal(outputs[3].numpy(), eigenmap)
+    reconstruction = float(tf.reduce_mean(tf.square(x - outputs[2])))
+    graph_loss = float(np.mean(np.square(outputs[1].numpy() - eigenmap)))
+    total = float(after.graph_model.compute_loss(y_pred=outputs))
+    assert total == pytest.approx(reconstruction + 2.0 * graph_loss, rel=1e-5)
 
 
 def test_save_load_keeps_graph_settings(tmp_path):
     x, _ = blobs()
-    model = DeepDMAE(3, graph_weight=0.5, neighbors=7, **TINY)
+    model = DeepDMAE(
+        3, **{**TINY, "graph_weight": 0.5, "neighbors": 7, "graph_epochs": 3}
+    )
     model.fit(x, verbose=0)
     model.save(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["noise_std"] == model.config["noise_std"]
     assert saved["graph_weight"] == 0.5
     assert saved["neighbors"] == 7
+    assert saved["graph_epochs"] == 3
     loaded = DeepDMAE.load(tmp_path / "model")
     assert loaded.config == model.config
     np.testing.assert_allclose(
@@ -280,7 +320,7 @@ def test_diverged_pretraining_reported():
     model = DeepDMAE(3, graph_weight=1e30, **TINY)
     with pytest.raises(
         TrainingDivergedError,
-        match=r"the pretraining loss became (nan|inf) in epoch 1\. Lower the "
+        match=r"the graph stage loss became (nan|inf) in epoch 1\. Lower the "
         r"learning rates \(0.001 and 0.0001\), graph_weight \(1e\+30\)",
     ):
         model.fit(x, verbose=0)
@@ -355,6 +395,8 @@ def test_multi_worker_same_weights(tmp_path):
         "2",
         "--batch-size",
         "16",
+        "--graph-epochs",
+        "2",
         "--quiet",
     ]
     processes = []
