@@ -5,8 +5,8 @@
 
 Each row is one seed: ACC, NMI, ARI against the labels, and the wall time
 and CPU time (user plus system, all threads of this process) of fit():
-pretraining, center initialization and joint training. The last row is the
-median. Keyword settings of DeepDMAE can be changed with --set
+pretraining, graph stage, center initialization and joint training. The
+last row is the median. Keyword settings of DeepDMAE can be changed with --set
 name=value (values are parsed as Python literals).
 """
 

@@ -61,10 +61,10 @@ def laplacian_eigenmap(x, n_components, n_neighbors, seed=0):
     square of 1 so that no direction dominates the euclidean distance. The
     first column is constant when the graph is connected. With c connected
     components, the first c columns span their indicator vectors, which is
-    what separates the clusters. Each column's sign is chosen so that its
-    entry of largest magnitude is positive, so that processes that compute
-    the eigenmap of the same data agree; within a repeated eigenvalue, the
-    rotation of the columns is arbitrary.
+    what separates the clusters. Each column's entry of largest magnitude is
+    made positive. This fixes the sign that the eigensolver leaves open, so
+    processes that compute the eigenmap of the same data agree. Within a
+    repeated eigenvalue, the rotation of the columns stays arbitrary.
     """
     x = np.asarray(x, np.float64)
     n_samples = x.shape[0]

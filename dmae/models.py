@@ -166,6 +166,23 @@ def _graph_loss(code, eigenmap):
     return tf.reduce_mean(tf.square(code - tf.cast(eigenmap, code.dtype)))
 
 
+def _within_half_period(eigenmap, interval):
+    """Scale an eigenmap so that each column spans at most half its period.
+
+    The toroidal distance wraps differences at the period, so an eigenmap
+    that spans more than half of it would put far-apart rows close together.
+    Within half a period it equals the euclidean distance. One factor scales
+    all columns, which keeps the shape of the eigenmap.
+    """
+    spans = np.ptp(eigenmap, axis=0)
+    half_periods = np.broadcast_to(np.asarray(interval, np.float64) / 2, spans.shape)
+    spread = spans > 0
+    if not spread.any():
+        return eigenmap
+    factor = min(1.0, float(np.min(half_periods[spread] / spans[spread])))
+    return (eigenmap * factor).astype(eigenmap.dtype)
+
+
 class _PretrainModel(_DistributedLogs, keras.Model):
     """The autoencoder trained alone on the MSE, with optional augmentation.
 
@@ -618,6 +635,8 @@ class DeepDMAE:
         eigenmap = graph.laplacian_eigenmap(
             self.transform(x), config["latent_dim"], neighbors, config["seed"]
         )
+        if config["dissimilarity"] == "toroidal_euclidean":
+            eigenmap = _within_half_period(eigenmap, config["interval"])
         with self.strategy.scope():
             self.graph_model.compile(
                 optimizer=keras.optimizers.Adam(config["pretrain_learning_rate"])
