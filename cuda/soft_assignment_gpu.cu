@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kThreads)
                        ClusterTable<T> table) {
   bool positive = false;
   for (int64_t j = threadIdx.x; j < k; j += blockDim.x) {
-    positive |= mixers[j] > T(0);
+    positive |= IsPositiveWeight(mixers[j]);
   }
   const bool any_positive = __syncthreads_or(positive) != 0;
   for (int64_t j = threadIdx.x; j < k; j += blockDim.x) {
@@ -249,7 +249,8 @@ __global__ void __launch_bounds__(kThreads)
     logit_term += logit_grads[i * k + j];
   }
   const T weight = mixers[j];
-  grad_mixers[j] = weight > T(0) ? mixer_term + logit_term / weight : T(0);
+  grad_mixers[j] =
+      IsPositiveWeight(weight) ? mixer_term + logit_term / weight : T(0);
 }
 
 // dL/dα = -Σ_i alpha_terms[i] (dz/dα = -g), by one thread in row order.

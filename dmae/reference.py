@@ -162,8 +162,9 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None):
     """Reference of the soft-assignment op.
 
     S[i, :] = softmax(-alpha * distance[i, :] + log π⁺), with π⁺ = max(π, 0):
-    a cluster whose mixing weight is <= 0 gets S = 0. When no weight is
-    positive, the weights are ignored and S = softmax(-alpha * distance).
+    a cluster whose mixing weight is <= 0 gets S = 0, and a NaN weight makes
+    every row NaN. When no weight is positive, the weights are ignored and
+    S = softmax(-alpha * distance).
     Returns (S [n, k], S·centers [n, d], S·π⁺ [n]) and, when covariances
     [k, d, d] are given, also Σ_j S[i, j] covariances[j] ([n, d, d]) as a
     fourth element. float16 and bfloat16 are computed in float32.
@@ -179,10 +180,13 @@ def soft_assignment(distance, centers, mixers, alpha, covariances=None):
     compute = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
     distance = tf.cast(distance, compute)
     centers = tf.cast(centers, compute)
-    weights = tf.nn.relu(tf.cast(mixers, compute))
+    mixers = tf.cast(mixers, compute)
     alpha = tf.cast(alpha, compute)
 
-    positive = weights > 0
+    # A NaN weight counts as positive, so that S comes out NaN instead of
+    # its cluster quietly getting S = 0.
+    positive = tf.logical_not(mixers <= 0)
+    weights = tf.where(positive, mixers, tf.zeros_like(mixers))
     log_weights = tf.where(
         positive,
         tf.math.log(tf.where(positive, weights, tf.ones_like(weights))),

@@ -237,6 +237,13 @@ def test_soft_assignment_gpu_edge_cases(dtype):
     inputs = (dist, centers, mixers, np.zeros((3, 2, 2)))
     s = run_soft_on("/GPU:0", inputs, alpha, dtype, False)[0].numpy()
     np.testing.assert_allclose(s, [[0.0, 1.0, 0.0], [0.0, 0.25, 0.75]], rtol=1e-6)
+    # A NaN weight makes every output NaN, as on the CPU.
+    for others in (0.5, 0.0):
+        mixers = np.array([others, np.nan, others])
+        inputs = (distance, centers, mixers, np.zeros((3, 2, 2)))
+        s, mu, pi = run_soft_on("/GPU:0", inputs, 1.0, dtype, False)[:3]
+        for name, value in (("S", s), ("S·centers", mu), ("S·π⁺", pi)):
+            assert np.all(np.isnan(value.numpy())), f"{name} with weights {mixers}"
 
 
 @needs_gpu_kernels

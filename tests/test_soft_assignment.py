@@ -493,6 +493,24 @@ def test_infinite_distances(dtype, implementation):
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("other_weight", [0.5, 0.0], ids=["positive", "zero"])
+def test_nan_weight_gives_nan(other_weight, dtype, implementation):
+    # A NaN weight must not read as π <= 0, which would drop its cluster
+    # without a trace. 20 clusters also take the vectorized CPU loops.
+    rng = np.random.default_rng(0)
+    distance = tf.constant(rng.uniform(0.0, 3.0, size=(5, 20)), dtype)
+    weights = np.full(20, other_weight)
+    weights[7] = np.nan
+    s, mu, pi = IMPLEMENTATIONS[implementation](
+        distance, tf.ones([20, 2], dtype), tf.constant(weights, dtype), 2.0
+    )
+    assert np.all(np.isnan(s.numpy().astype(np.float64)))
+    assert np.all(np.isnan(mu.numpy().astype(np.float64)))
+    assert np.all(np.isnan(pi.numpy().astype(np.float64)))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_infinite_distances_with_all_weights_zero(implementation):
     # Every cluster is active, so the +inf clusters tie and -inf wins.
     inf = np.inf

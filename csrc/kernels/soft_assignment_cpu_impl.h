@@ -57,7 +57,7 @@ struct ClusterTable {
 template <typename T>
 ClusterTable<T> MakeClusterTable(const T* mixers, int64_t k) {
   bool any_positive = false;
-  for (int64_t j = 0; j < k; ++j) any_positive |= mixers[j] > T(0);
+  for (int64_t j = 0; j < k; ++j) any_positive |= IsPositiveWeight(mixers[j]);
   ClusterTable<T> table;
   table.all_active = true;
   table.first_active = -1;
@@ -675,7 +675,8 @@ void BackwardCenters(const SoftAssignmentInputs<T>& in,
       for (int64_t c = 0; c < centers; ++c) {
         const T weight = in.mixers[j0 + c];
         out.mixers[j0 + c] =
-            weight > T(0) ? mixer_terms[c] + logit_terms[c] / weight : T(0);
+            IsPositiveWeight(weight) ? mixer_terms[c] + logit_terms[c] / weight
+                                     : T(0);
       }
     }
   });

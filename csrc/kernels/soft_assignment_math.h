@@ -7,7 +7,9 @@
 //   S[i,j]   = exp(z[i,j] - M_i) / Σ_l exp(z[i,l] - M_i),  M_i = max_l z[i,l]
 //
 // Cluster j is active when π_j > 0. When no weight is positive, every
-// cluster is active with log weight 0, so S = softmax(-α·D). An inactive
+// cluster is active with log weight 0, so S = softmax(-α·D). A NaN weight
+// counts as positive, so its log, NaN, reaches the sum of every row and S
+// is NaN, instead of its cluster quietly getting S = 0. An inactive
 // cluster gets S = 0 and gradient 0 without entering the min, the max or the
 // sum, so no -inf, 0·inf or 0/0 appears. The max term contributes
 // exp(0) = 1 to the sum, so the sum is >= 1 and exp never overflows.
@@ -31,9 +33,15 @@
 
 namespace dmae {
 
+// π_j > 0, or NaN: every comparison with NaN is false.
+template <typename T>
+DMAE_HOST_DEVICE bool IsPositiveWeight(T weight) {
+  return !(weight <= T(0));
+}
+
 template <typename T>
 DMAE_HOST_DEVICE bool IsActiveCluster(T weight, bool any_positive) {
-  return !any_positive || weight > T(0);
+  return !any_positive || IsPositiveWeight(weight);
 }
 
 // log π_j of an active cluster.
@@ -42,10 +50,10 @@ DMAE_HOST_DEVICE T LogWeight(T weight, bool any_positive) {
   return any_positive ? std::log(weight) : T(0);
 }
 
-// π⁺ = max(π, 0), the weight that S·π⁺ averages.
+// π⁺ = max(π, 0), the weight that S·π⁺ averages; NaN stays NaN.
 template <typename T>
 DMAE_HOST_DEVICE T PositiveWeight(T weight) {
-  return weight > T(0) ? weight : T(0);
+  return IsPositiveWeight(weight) ? weight : T(0);
 }
 
 // D - m of one cluster, 0 where D equals the row minimum m, so that
