@@ -91,10 +91,16 @@ def laplacian_eigenmap(x, n_components, n_neighbors, seed=0):
     # those of the random-walk Laplacian.
     normalized = scaling @ adjacency @ scaling
     if n_samples <= _DENSE_MAX_SAMPLES:
+        dense = normalized.toarray()
         _, vectors = scipy.linalg.eigh(
-            normalized.toarray(),
-            subset_by_index=(n_samples - n_components, n_samples - 1),
+            dense, subset_by_index=(n_samples - n_components, n_samples - 1)
         )
+        if vectors.shape[1] < n_components:
+            # LAPACK's subset solvers (scipy 1.17, drivers evr and evx) can
+            # return fewer vectors than requested when the range cuts through
+            # a nearly repeated eigenvalue, as for a complete graph.
+            _, vectors = scipy.linalg.eigh(dense)
+            vectors = vectors[:, n_samples - n_components :]
     else:
         # NOTE: on a 2-core machine, 20,000 two-dimensional points took about
         # 25 s, and 70,000 ten-dimensional codes in ten groups about 22 s

@@ -45,6 +45,16 @@ def test_eigenmap_connected_first_column_constant():
     assert np.std(eigenmap[:, 1]) > 0.5
 
 
+def test_eigenmap_of_complete_graph():
+    # With 20 neighbors among 21 points every pair is joined, and all but
+    # the largest eigenvalue of the normalized adjacency are equal.
+    x = np.random.default_rng(0).uniform(size=(21, 3))
+    eigenmap = graph.laplacian_eigenmap(x, 3, 20)
+    assert eigenmap.shape == (21, 3)
+    np.testing.assert_allclose(eigenmap[:, 0], 1.0, rtol=1e-5)
+    assert np.all(np.isfinite(eigenmap))
+
+
 def test_eigenmap_sign_independent_of_start_vector():
     # A 4 x 1 strip has distinct smooth eigenvectors (cosines along its
     # length), each fixed up to sign. 2200 points take the sparse solver,
