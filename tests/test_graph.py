@@ -1,4 +1,4 @@
-"""Tests of the Laplacian eigenmap behind DeepDMAE's graph loss."""
+"""Tests of the Laplacian eigenmap behind DeepDMAE's graph stage."""
 
 import logging
 
@@ -36,6 +36,23 @@ def test_eigenmap_indicates_components(n_per_group):
     assert_constant_per_group(eigenmap, labels)
     gap = np.linalg.norm(eigenmap[labels == 0][0] - eigenmap[labels == 1][0])
     assert gap > 1.0
+
+
+@pytest.mark.parametrize("n_per_group", [100, 220])
+@pytest.mark.parametrize("n_components", [10, 12])
+def test_eigenmap_separates_ten_components(n_per_group, n_components):
+    # Ten groups make the top eigenvalue repeat ten times, which ARPACK
+    # alone resolved only in part. 220 per group takes the sparse path.
+    centers = [[10.0 * (i % 5), 10.0 * (i // 5)] for i in range(10)]
+    x, labels = separated_groups(n_per_group, centers)
+    eigenmap = graph.laplacian_eigenmap(x, n_components, 5)
+    assert eigenmap.shape == (10 * n_per_group, n_components)
+    assert np.all(np.isfinite(eigenmap))
+    first = eigenmap[:, :10]
+    assert_constant_per_group(first, labels)
+    rows = np.stack([first[labels == group][0] for group in range(10)])
+    gaps = np.linalg.norm(rows[:, None] - rows[None], axis=-1)
+    assert gaps[~np.eye(10, dtype=bool)].min() > 1.0
 
 
 def test_eigenmap_connected_first_column_constant():
