@@ -615,6 +615,12 @@ def _cluster(args):
         "n_features": int(dataset.x.shape[1]),
         "cluster_sizes": [int(c) for c in _bincount(labels, settings["n_clusters"])],
         "empty_clusters": model.empty_clusters,
+        "stage_seconds": {
+            name: round(value, 3) for name, value in model.stage_seconds.items()
+        },
+        # The neighbors setting lowered to n_samples - 1 on small data, or
+        # None when the graph stage did not run.
+        "graph_neighbors": model.graph_neighbors,
         "dataset": dataset.name,
         "ops": _ops.ops_mode(),
         "strategy": args.strategy,

@@ -30,6 +30,8 @@ features): see DEFAULTS.
 import json
 import logging
 import math
+import numbers
+import time
 from pathlib import Path
 
 import keras
@@ -164,6 +166,18 @@ class _DistributedLogs:
 def _graph_loss(code, eigenmap):
     """Return the mean squared distance of the codes to their eigenmap rows."""
     return tf.reduce_mean(tf.square(code - tf.cast(eigenmap, code.dtype)))
+
+
+def _graph_target(eigenmap, kind, interval):
+    """Adapt an eigenmap to the dissimilarity that will compare the codes."""
+    if kind == "toroidal_euclidean":
+        return _within_half_period(eigenmap, interval)
+    if kind == "kullback_leibler":
+        # The normalizations read |z|, relu(z) or z², which lose the sign
+        # that separates groups in an eigenmap column. Shifted to start at
+        # 0, every column keeps its order.
+        return eigenmap - eigenmap.min(axis=0)
+    return eigenmap
 
 
 def _within_half_period(eigenmap, interval):
@@ -334,6 +348,22 @@ class AlphaAnnealing(keras.callbacks.Callback):
         self.layer.alpha.assign(self.value(epoch))
 
 
+def _check_count(name, value, minimum):
+    """Raise ValueError unless value is an integer (not a bool) >= minimum."""
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, np.integer)) and value >= minimum
+    ):
+        raise ValueError(f"{name} must be an integer >= {minimum}, but is {value!r}")
+
+
+def _check_weight(name, value):
+    """Raise ValueError unless value is a finite real number (not a bool) >= 0."""
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, but is {value!r}")
+
+
 class DeepDMAE:
     """Deep clustering with an autoencoder and a Dissimilarity Mixture layer.
 
@@ -423,25 +453,12 @@ class DeepDMAE:
         for name, value in (("alpha", alpha), ("batch_size", batch_size)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, but is {value}")
-        for name, value in (
-            ("pretrain_epochs", pretrain_epochs),
-            ("epochs", epochs),
-            ("graph_epochs", graph_epochs),
-        ):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, but is {value}")
-        if not (math.isfinite(noise_std) and noise_std >= 0):
-            raise ValueError(
-                f"noise_std must be a finite number >= 0, but is {noise_std}"
-            )
-        if not (math.isfinite(graph_weight) and graph_weight >= 0):
-            raise ValueError(
-                f"graph_weight must be a finite number >= 0, but is {graph_weight}"
-            )
-        if isinstance(neighbors, bool) or not (
-            isinstance(neighbors, (int, np.integer)) and neighbors >= 1
-        ):
-            raise ValueError(f"neighbors must be an integer >= 1, but is {neighbors!r}")
+        _check_count("pretrain_epochs", pretrain_epochs, 0)
+        _check_count("epochs", epochs, 0)
+        _check_count("graph_epochs", graph_epochs, 0)
+        _check_count("neighbors", neighbors, 1)
+        _check_weight("noise_std", noise_std)
+        _check_weight("graph_weight", graph_weight)
         self.config = {
             "n_clusters": n_clusters,
             "dissimilarity": dissimilarity,
@@ -477,6 +494,10 @@ class DeepDMAE:
         self.input_dim = None
         self.history = {}
         self.empty_clusters = []
+        # Filled by fit: the neighbor count the graph stage used (None when
+        # it did not run), and the wall seconds of each stage.
+        self.graph_neighbors = None
+        self.stage_seconds = {}
 
     # Building
 
@@ -569,6 +590,31 @@ class DeepDMAE:
         keras.utils.set_random_seed(config["seed"])
         self._build(x.shape[1])
 
+        self.history = {}
+        self.graph_neighbors = None
+        stages = [("pretrain", self._pretrain)]
+        if graph_stage:
+            stages.append(("graph", self._fit_graph_stage))
+        stages += [("centers", self._fit_centers), ("joint", self._fit_joint)]
+        self.stage_seconds = {}
+        for name, run in stages:
+            start = time.perf_counter()
+            run(x, verbose)
+            self.stage_seconds[name] = time.perf_counter() - start
+
+        self.empty_clusters = self._empty_clusters(self.predict(x))
+        if self.empty_clusters:
+            logger.warning(
+                "after training, clusters %s have no samples; %d of %d are used",
+                self.empty_clusters,
+                config["n_clusters"] - len(self.empty_clusters),
+                config["n_clusters"],
+            )
+        return self.history
+
+    def _pretrain(self, x, verbose):
+        """Train the autoencoder alone on the reconstruction error."""
+        config = self.config
         with self.strategy.scope():
             self.autoencoder.compile(
                 optimizer=keras.optimizers.Adam(config["pretrain_learning_rate"])
@@ -583,11 +629,13 @@ class DeepDMAE:
         self.history["pretrain"] = pretrain.history
         self._check_finite_loss("pretraining", pretrain.history)
 
-        if graph_stage:
-            self._fit_graph_stage(x, verbose)
-
+    def _fit_centers(self, x, verbose):
+        del verbose  # k-means prints nothing
         self.initialize_centers(x)
 
+    def _fit_joint(self, x, verbose):
+        """Train encoder, DMAE layer and decoder on the joint loss."""
+        config = self.config
         callbacks = []
         if config["alpha_start"] is not None:
             callbacks.append(
@@ -612,20 +660,11 @@ class DeepDMAE:
         self.history["joint"] = joint.history
         self._check_finite_loss("joint training", joint.history)
 
-        self.empty_clusters = self._empty_clusters(self.predict(x))
-        if self.empty_clusters:
-            logger.warning(
-                "after training, clusters %s have no samples; %d of %d are used",
-                self.empty_clusters,
-                config["n_clusters"] - len(self.empty_clusters),
-                config["n_clusters"],
-            )
-        return self.history
-
     def _fit_graph_stage(self, x, verbose):
         """Fit the codes towards a Laplacian eigenmap of the codes' own graph."""
         config = self.config
         neighbors = min(config["neighbors"], x.shape[0] - 1)
+        self.graph_neighbors = neighbors
         if neighbors < config["neighbors"]:
             logger.warning(
                 "neighbors lowered from %d to %d, the number of other samples",
@@ -635,8 +674,7 @@ class DeepDMAE:
         eigenmap = graph.laplacian_eigenmap(
             self.transform(x), config["latent_dim"], neighbors, config["seed"]
         )
-        if config["dissimilarity"] == "toroidal_euclidean":
-            eigenmap = _within_half_period(eigenmap, config["interval"])
+        eigenmap = _graph_target(eigenmap, config["dissimilarity"], config["interval"])
         with self.strategy.scope():
             self.graph_model.compile(
                 optimizer=keras.optimizers.Adam(config["pretrain_learning_rate"])

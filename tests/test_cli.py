@@ -104,8 +104,11 @@ def test_cluster_graph_settings_saved(tmp_path, capsys):
         "neighbors": 6,
         "graph_epochs": 3,
     }
-    settings = json.loads((output / "metrics.json").read_text())["settings"]
+    report = json.loads((output / "metrics.json").read_text())
+    settings = report["settings"]
     config = json.loads((output / "model" / "config.json").read_text())
+    assert report["graph_neighbors"] == 6
+    assert set(report["stage_seconds"]) == {"pretrain", "graph", "centers", "joint"}
     for name, value in expected.items():
         assert settings[name] == value, name
         assert config[name] == value, name

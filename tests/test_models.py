@@ -149,7 +149,11 @@ def test_alpha_annealed_in_fit():
         ({"dissimilarity": "hamming"}, "unknown dissimilarity 'hamming'"),
         ({"architecture": "conv"}, "need image_shape"),
         ({"alpha": 0.0}, "alpha must be > 0, but is 0.0"),
-        ({"epochs": -1}, "epochs must be >= 0, but is -1"),
+        ({"epochs": -1}, "epochs must be an integer >= 0, but is -1"),
+        (
+            {"pretrain_epochs": 2.5},
+            "pretrain_epochs must be an integer >= 0, but is 2.5",
+        ),
     ],
 )
 def test_invalid_settings(kwargs, message):
@@ -168,7 +172,21 @@ def test_invalid_settings(kwargs, message):
         ({"neighbors": 0}, r"neighbors must be an integer >= 1, but is 0"),
         ({"neighbors": 2.5}, r"neighbors must be an integer >= 1, but is 2.5"),
         ({"neighbors": True}, r"neighbors must be an integer >= 1, but is True"),
-        ({"graph_epochs": -1}, r"graph_epochs must be >= 0, but is -1"),
+        ({"graph_epochs": -1}, r"graph_epochs must be an integer >= 0, but is -1"),
+        ({"graph_epochs": 2.5}, r"graph_epochs must be an integer >= 0, but is 2.5"),
+        ({"graph_epochs": "3"}, r"graph_epochs must be an integer >= 0, but is '3'"),
+        (
+            {"graph_weight": True},
+            r"graph_weight must be a finite number >= 0, but is True",
+        ),
+        (
+            {"graph_weight": "1"},
+            r"graph_weight must be a finite number >= 0, but is '1'",
+        ),
+        (
+            {"graph_weight": None},
+            r"graph_weight must be a finite number >= 0, but is None",
+        ),
     ],
 )
 def test_invalid_graph_settings(kwargs, message):
@@ -181,6 +199,8 @@ def test_neighbors_lowered_for_small_data(caplog):
     model = DeepDMAE(3, neighbors=50, **TINY)
     model.fit(x, verbose=0)
     assert "neighbors lowered from 50 to 11" in caplog.text
+    assert model.graph_neighbors == 11
+    assert model.config["neighbors"] == 50
     assert len(model.history["graph"]["loss"]) == 2
 
 
@@ -203,6 +223,8 @@ def test_graph_stage_off():
     for settings in ({"graph_weight": 0.0}, {"graph_epochs": 0}):
         model = DeepDMAE(3, **{**TINY, **settings})
         assert set(model.fit(x, verbose=0)) == {"pretrain", "joint"}
+        assert set(model.stage_seconds) == {"pretrain", "centers", "joint"}
+        assert model.graph_neighbors is None
 
 
 def moons_settings(graph_weight):
@@ -277,6 +299,17 @@ def test_toroidal_eigenmap_within_half_period():
     # An eigenmap that already fits is left as it is.
     small = eigenmap * 0.01
     np.testing.assert_array_equal(models._within_half_period(small, periods), small)
+
+
+def test_graph_target_per_kind():
+    eigenmap = np.array([[-1.0, 2.0], [0.5, -2.0], [1.0, 0.0]], np.float32)
+    for kind in ("euclidean", "cosine", "mahalanobis"):
+        target = models._graph_target(eigenmap, kind, 2.0)
+        np.testing.assert_array_equal(target, eigenmap)
+    shifted = models._graph_target(eigenmap, "kullback_leibler", 2.0)
+    np.testing.assert_array_equal(shifted, [[0.0, 4.0], [1.5, 0.0], [2.0, 2.0]])
+    wrapped = models._graph_target(eigenmap, "toroidal_euclidean", 2.0)
+    assert np.ptp(wrapped, axis=0).max() == pytest.approx(1.0)
 
 
 def test_save_load_keeps_graph_settings(tmp_path):
