@@ -202,14 +202,16 @@ def build_parser():
         "--augment",
         action=argparse.BooleanOptionalAction,
         help="shift (≤ 10%% of the size) and rotate (≤ 10°) images during "
-        "pretraining (default: on for image data, which --no-augment turns off)",
+        "pretraining and the graph stage (default: on for image data, which "
+        "--no-augment turns off)",
     )
     model.add_argument(
         "--noise-std",
         type=_non_negative_float,
         default=DEFAULTS["noise_std"],
         help="standard deviation of the Gaussian noise added to the encoder's "
-        "input during pretraining, in the units of the scaled features "
+        "input during pretraining and the graph stage, in the units of the "
+        "scaled features "
         "(digits and MNIST: [0, 1]); 0 turns it off "
         f"(default: {DEFAULTS['noise_std']:g})",
     )
@@ -288,8 +290,9 @@ def build_parser():
         type=_positive_int,
         default=DEFAULTS["neighbors"],
         metavar="K",
-        help="nearest neighbors per sample in the graph of the graph stage, "
-        f"at most the number of samples - 1 (default: {DEFAULTS['neighbors']})",
+        help="nearest neighbors per sample in the graph of the graph stage; "
+        "a larger count than the number of samples - 1 is lowered to it "
+        f"(default: {DEFAULTS['neighbors']})",
     )
     training.add_argument(
         "--graph-epochs",

@@ -64,7 +64,8 @@ class DMAEClustering(
         Weight of the reconstruction loss in joint training.
     noise_std : float, default=0.0
         Standard deviation of the Gaussian noise added to the encoder's
-        input during pretraining (a denoising autoencoder); 0 turns it off.
+        input during pretraining and the graph stage (a denoising
+        autoencoder); 0 turns it off.
     graph_weight : float, default=1.0
         Weight, in the graph stage between pretraining and the center
         initialization, of the loss that pulls each code towards its row of

@@ -59,16 +59,27 @@ def loss_curves(path, history):
     """Plot the per-epoch losses of the autoencoder stages and joint training.
 
     The graph stage, when it ran, continues the pretraining curve on the
-    left, so its epochs are numbered after the pretraining epochs.
+    left, so its epochs are numbered after the pretraining epochs. The left
+    axis is logarithmic, because the weighted graph loss can start orders of
+    magnitude above the reconstruction error.
     """
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    pretrain = history.get("pretrain", {})
-    for name, values in pretrain.items():
-        left.plot(np.arange(1, len(values) + 1), values, label=f"pretraining {name}")
-    start = len(pretrain.get("loss", [])) + 1
+    # Pretraining's loss is the reconstruction error alone.
+    pretrain = history.get("pretrain", {}).get("loss", [])
+    left.plot(
+        np.arange(1, len(pretrain) + 1), pretrain, label="pretraining reconstruction"
+    )
+    start = len(pretrain) + 1
+    labels = {
+        "loss": "graph stage total",
+        "reconstruction_loss": "graph stage reconstruction",
+        "graph_loss": "graph stage graph loss (unweighted)",
+    }
     for name, values in history.get("graph", {}).items():
         epochs = np.arange(start, start + len(values))
-        left.plot(epochs, values, label=f"graph stage {name}")
+        left.plot(epochs, values, label=labels.get(name, f"graph stage {name}"))
+    if all(np.min(line.get_ydata(), initial=1.0) > 0 for line in left.lines):
+        left.set_yscale("log")
     left.set_title("Autoencoder" + (", then graph stage" if "graph" in history else ""))
     for name, values in history.get("joint", {}).items():
         right.plot(np.arange(1, len(values) + 1), values, label=name)

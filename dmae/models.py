@@ -380,11 +380,11 @@ class DeepDMAE:
         mirrors them.
       image_shape: (height, width, channels) of the flattened input rows, for
         "conv" and augment.
-      augment: shift and rotate images during pretraining; None (default)
-        augments when image_shape is given.
+      augment: shift and rotate images during pretraining and the graph
+        stage; None (default) augments when image_shape is given.
       noise_std: standard deviation, in the units of the input features, of
         the Gaussian noise added to the encoder's input during pretraining
-        (a denoising autoencoder); 0 turns it off.
+        and the graph stage (a denoising autoencoder); 0 turns it off.
       lambda_c, lambda_r: weights of the clustering and reconstruction losses.
       pretrain_epochs, epochs: epochs of autoencoder pretraining and of joint
         training.
@@ -690,21 +690,27 @@ class DeepDMAE:
         self._check_finite_loss("graph stage", stage.history)
 
     def _check_finite_loss(self, stage, history):
-        """Raise TrainingDivergedError if an epoch of `stage` ended non-finite."""
+        """Raise TrainingDivergedError if an epoch of `stage` ended non-finite.
+
+        The message names the settings that act in that stage, as the Python
+        argument with the `dmae cluster` option in brackets.
+        """
         finite = np.isfinite(np.asarray(history.get("loss", [])))
         if finite.all():
             return
         epoch = int(np.argmin(finite))
-        config = self.config
+        names = {
+            "pretraining": ["pretrain_learning_rate"],
+            "graph stage": ["pretrain_learning_rate", "graph_weight"],
+            "joint training": ["learning_rate", "lambda_c", "lambda_r"],
+        }[stage]
         settings = [
-            f"the learning rates ({config['pretrain_learning_rate']:g} and "
-            f"{config['learning_rate']:g})"
+            f"{name} (--{name.replace('_', '-')}, now {self.config[name]:g})"
+            for name in names
         ]
-        if config["graph_weight"] > 0:
-            settings.append(f"graph_weight ({config['graph_weight']:g})")
         raise TrainingDivergedError(
             f"the {stage} loss became {history['loss'][epoch]} in epoch {epoch + 1}. "
-            f"Lower {', '.join(settings)} or the loss weights, or scale the data"
+            f"Lower {' or '.join(settings)}, or scale the data"
         )
 
     def initialize_centers(self, x, max_attempts=3):
