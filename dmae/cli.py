@@ -290,8 +290,8 @@ def build_parser():
         type=_positive_int,
         default=DEFAULTS["neighbors"],
         metavar="K",
-        help="nearest neighbors per sample in the graph of the graph stage; "
-        "a larger count than the number of samples - 1 is lowered to it "
+        help="nearest neighbors per sample in the graph of the graph stage, "
+        "lowered to the number of samples - 1 when above it "
         f"(default: {DEFAULTS['neighbors']})",
     )
     training.add_argument(

@@ -73,8 +73,8 @@ class DMAEClustering(
         (see dmae.graph); 0 turns the stage off. It lets clusters follow
         curved manifolds.
     neighbors : int, default=50
-        Nearest neighbors per sample in the graph of the graph stage; lowered
-        to n_samples - 1 for smaller data.
+        Nearest neighbors per sample in the graph of the graph stage. A
+        count above n_samples - 1 is lowered to n_samples - 1.
     graph_epochs : int, default=50
         Epochs of the graph stage.
     random_state : int, RandomState instance or None, default=None

@@ -104,7 +104,8 @@ def laplacian_eigenmap(x, n_components, n_neighbors, seed=0):
             # a nearly repeated eigenvalue, as for a complete graph.
             _, vectors = scipy.linalg.eigh(dense)
             vectors = vectors[:, n_samples - n_components :]
-        # eigh returns ascending eigenvalues; the smoothest column goes first.
+        # eigh returns ascending eigenvalues, so reversing puts the smoothest
+        # column first.
         vectors = vectors[:, ::-1]
     else:
         vectors = _sparse_top_eigenvectors(
@@ -124,10 +125,10 @@ def _sparse_top_eigenvectors(
 
     The eigenvalue 1 repeats once per connected component, and ARPACK's
     Lanczos iteration, started from one vector, often returns fewer copies
-    of a repeated eigenvalue than it has: on 2,100 points in 10 separate
+    of a repeated eigenvalue than it has. On 2,100 points in 10 separate
     blobs it merged some of them. So that eigenspace is written down
-    directly, D^1/2 times each component's indicator, the largest components
-    first. ARPACK then finds only the remaining columns, on the operator
+    directly, as D^1/2 times each component's indicator, the largest
+    components first. ARPACK then finds only the remaining columns, on the operator
     with that eigenspace projected out.
     """
     n_samples = normalized.shape[0]

@@ -18,10 +18,10 @@ pretraining and the center initialization. It computes a Laplacian eigenmap
 (dmae.graph) of the nearest-neighbor graph of the pretrained codes and trains
 the autoencoder for graph_epochs more epochs on the MSE plus
 λ_g · mean_d (z_d − e_d)², e being the sample's eigenmap row. The codes then
-follow the neighborhoods of the code space rather than the distances in it:
-clusters on curved manifolds, such as two interleaved moons or two
-concentric rings, become groups that a nearest-center partition separates,
-and on digits the 1s are no longer split while the 3s and 9s stay apart.
+follow the neighborhoods of the code space rather than the distances in it.
+So clusters on curved manifolds, such as two interleaved moons or two
+concentric rings, become groups that a nearest-center partition separates.
+On digits, the 1s are then no longer split, and the 3s and 9s stay apart.
 
 The defaults are sized for scikit-learn's digits (1797 samples of 64
 features): see DEFAULTS.
@@ -395,10 +395,10 @@ class DeepDMAE:
         toroidal_euclidean and kullback_leibler, as in dmae.layers.
       graph_weight: weight λ_g, in the graph stage, of the loss that pulls
         each code towards its row of a Laplacian eigenmap (latent_dim columns,
-        dmae.graph) of the pretrained codes; 0 turns the stage off.
+        dmae.graph) of the pretrained codes. 0 turns the stage off.
       neighbors: number k of nearest neighbors, among the pretrained codes,
-        that define the graph of the eigenmap; lowered to n_samples - 1 for
-        smaller data.
+        that define the graph of the eigenmap. A k above n_samples - 1 is
+        lowered to n_samples - 1.
       graph_epochs: epochs of the graph stage.
       seed: seed of weights, shuffling, augmentation and k-means.
       strategy: a tf.distribute.Strategy to build and train under, or None.
@@ -614,20 +614,27 @@ class DeepDMAE:
 
     def _pretrain(self, x, verbose):
         """Train the autoencoder alone on the reconstruction error."""
+        epochs = self.config["pretrain_epochs"]
+        self._fit_autoencoder(
+            self.autoencoder, x, epochs, "pretrain", "pretraining", verbose
+        )
+
+    def _fit_autoencoder(self, model, inputs, epochs, key, stage, verbose):
+        """Fit a _PretrainModel with Adam and store its logs under history[key]."""
         config = self.config
         with self.strategy.scope():
-            self.autoencoder.compile(
+            model.compile(
                 optimizer=keras.optimizers.Adam(config["pretrain_learning_rate"])
             )
-        pretrain = self.autoencoder.fit(
-            x,
+        result = model.fit(
+            inputs,
             batch_size=config["batch_size"],
-            epochs=config["pretrain_epochs"],
+            epochs=epochs,
             shuffle=True,
             verbose=verbose,
         )
-        self.history["pretrain"] = pretrain.history
-        self._check_finite_loss("pretraining", pretrain.history)
+        self.history[key] = result.history
+        self._check_finite_loss(stage, result.history)
 
     def _fit_centers(self, x, verbose):
         del verbose  # k-means prints nothing
@@ -675,19 +682,14 @@ class DeepDMAE:
             self.transform(x), config["latent_dim"], neighbors, config["seed"]
         )
         eigenmap = _graph_target(eigenmap, config["dissimilarity"], config["interval"])
-        with self.strategy.scope():
-            self.graph_model.compile(
-                optimizer=keras.optimizers.Adam(config["pretrain_learning_rate"])
-            )
-        stage = self.graph_model.fit(
+        self._fit_autoencoder(
+            self.graph_model,
             np.concatenate([x, eigenmap], axis=1),
-            batch_size=config["batch_size"],
-            epochs=config["graph_epochs"],
-            shuffle=True,
-            verbose=verbose,
+            config["graph_epochs"],
+            "graph",
+            "graph stage",
+            verbose,
         )
-        self.history["graph"] = stage.history
-        self._check_finite_loss("graph stage", stage.history)
 
     def _check_finite_loss(self, stage, history):
         """Raise TrainingDivergedError if an epoch of `stage` ended non-finite.

@@ -368,27 +368,28 @@ def test_noise_above_one_feature_unit():
     assert np.abs(code.numpy() - model.transform(x)).max() > 1e-2
 
 
-def test_diverged_graph_stage_reported():
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"graph_weight": 1e30},
+            r"the graph stage loss became (nan|inf) in epoch 1\. Lower "
+            r"pretrain_learning_rate \(--pretrain-learning-rate, now 0.001\) or "
+            r"graph_weight \(--graph-weight, now 1e\+30\), or scale the data$",
+        ),
+        (
+            {"lambda_c": 1e38},
+            r"the joint training loss became (nan|inf) in epoch 1\. Lower "
+            r"learning_rate \(--learning-rate, now 0.0001\) or lambda_c "
+            r"\(--lambda-c, now 1e\+38\) or lambda_r \(--lambda-r, now 1\)",
+        ),
+    ],
+    ids=["graph-stage", "joint-training"],
+)
+def test_divergence_reported(settings, message):
     x, _ = blobs()
-    model = DeepDMAE(3, graph_weight=1e30, **TINY)
-    with pytest.raises(
-        TrainingDivergedError,
-        match=r"the graph stage loss became (nan|inf) in epoch 1\. Lower "
-        r"pretrain_learning_rate \(--pretrain-learning-rate, now 0.001\) or "
-        r"graph_weight \(--graph-weight, now 1e\+30\), or scale the data$",
-    ):
-        model.fit(x, verbose=0)
-
-
-def test_diverged_joint_training_reported():
-    x, _ = blobs()
-    model = DeepDMAE(3, lambda_c=1e38, **TINY)
-    with pytest.raises(
-        TrainingDivergedError,
-        match=r"the joint training loss became (nan|inf) in epoch 1\. Lower "
-        r"learning_rate \(--learning-rate, now 0.0001\) or lambda_c \(--lambda-c, "
-        r"now 1e\+38\) or lambda_r \(--lambda-r, now 1\)",
-    ):
+    model = DeepDMAE(3, **{**TINY, **settings})
+    with pytest.raises(TrainingDivergedError, match=message):
         model.fit(x, verbose=0)
 
 

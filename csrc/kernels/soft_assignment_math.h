@@ -50,7 +50,7 @@ DMAE_HOST_DEVICE T LogWeight(T weight, bool any_positive) {
   return any_positive ? std::log(weight) : T(0);
 }
 
-// π⁺ = max(π, 0), the weight that S·π⁺ averages; NaN stays NaN.
+// π⁺ = max(π, 0), the weight that S·π⁺ averages. A NaN weight stays NaN.
 template <typename T>
 DMAE_HOST_DEVICE T PositiveWeight(T weight) {
   return IsPositiveWeight(weight) ? weight : T(0);
